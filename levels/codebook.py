@@ -118,8 +118,9 @@ class EMACodebook(nn.Module):
         batch, width, length = x.shape
         flat = self._flatten(x).float()
         if update and not bool(self.initialised):
-            self.k.copy_(self._random_vectors(flat))
-            self.restore_ema()
+            with torch.no_grad():
+                self.k.copy_(self._random_vectors(flat.detach()))
+                self.restore_ema()
         codes, fit = self.quantise(flat)
         quantised = self.dequantise(codes)
         metrics = self._update(flat, codes) if update else {}

@@ -1,0 +1,89 @@
+"""Training data from a folder of audio files: scanning, and an endless stream of random crops."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from jbdiff import SAMPLE_RATE
+from jbdiff.audio import AudioError, AudioInfo, audio_info, list_audio_files, load_audio
+from jbdiff.errors import JbdiffError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioFolder:
+    """The readable audio files of a folder, and those skipped with the reason."""
+
+    root: Path
+    files: list[AudioInfo]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(info.duration for info in self.files)
+
+
+def scan_audio_folder(folder: str | os.PathLike[str]) -> AudioFolder:
+    """List every readable audio file under ``folder`` (recursively).
+
+    Unreadable files are skipped and logged; a folder with no readable audio is an error.
+    """
+    root = Path(folder)
+    files, skipped = [], []
+    for path in list_audio_files(root):
+        try:
+            files.append(audio_info(path))
+        except AudioError as err:
+            skipped.append((path, str(err)))
+    for path, reason in skipped:
+        logger.warning("skipping %s", reason)
+    if not files:
+        extra = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
+        raise JbdiffError(f"{root}: no readable audio files found{extra}")
+    return AudioFolder(root, files, skipped)
+
+
+class RandomCrops(IterableDataset):  # type: ignore[type-arg]
+    """Endless random crops of ``length`` samples, files picked in proportion to duration.
+
+    Each crop is read with seeking (no whole-file decode). Files shorter than a crop are
+    zero-padded at the end. The stream is seeded from ``seed``, the distributed rank, the
+    dataloader worker and ``stream`` (pass the resume step so a resumed run sees new crops).
+    """
+
+    def __init__(self, folder: AudioFolder, length: int, channels: int = 1, seed: int = 0, stream: int = 0) -> None:
+        super().__init__()
+        self.files = folder.files
+        self.length, self.channels = length, channels
+        self.seed, self.stream = seed, stream
+        durations = np.array([info.duration for info in self.files])
+        self.weights = durations / durations.sum()
+
+    def _rng(self) -> np.random.Generator:
+        worker = get_worker_info()
+        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+        return np.random.default_rng([self.seed, rank, worker.id if worker else 0, self.stream])
+
+    def crop(self, rng: np.random.Generator) -> torch.Tensor:
+        """One random crop (channels, length)."""
+        info = self.files[rng.choice(len(self.files), p=self.weights)]
+        seconds = self.length / SAMPLE_RATE
+        start = rng.uniform(0.0, max(0.0, info.duration - seconds))
+        audio = load_audio(info.path, channels=self.channels, offset=start, duration=seconds)
+        out = np.zeros((self.channels, self.length), dtype=np.float32)
+        n = min(self.length, audio.shape[-1])
+        out[:, :n] = audio[:, :n]
+        return torch.from_numpy(out)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        rng = self._rng()
+        while True:
+            yield self.crop(rng)

@@ -1,0 +1,171 @@
+"""The ``jbdiff`` command line.
+
+Errors are one sentence on stderr with a non-zero exit; ``--debug`` shows the traceback.
+Heavy modules are imported inside each command so ``jbdiff --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from jbdiff import __version__
+from jbdiff.errors import JbdiffError
+
+logger = logging.getLogger("jbdiff")
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _add_trainer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: the config's max_steps)")
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, mps (default: auto)")
+    p.add_argument("--devices", type=_devices, default="auto", help="number of devices, e.g. 2 for DDP (default: auto)")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
+    p.add_argument("--precision", help="override the config's precision, e.g. 16-mixed or bf16-mixed")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _output_path(path: str, overwrite: bool) -> Path:
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise JbdiffError(f"{out}: the output folder {out.parent} does not exist")
+    if out.exists() and not overwrite:
+        raise JbdiffError(f"{out}: already exists (pass --overwrite to replace it)")
+    return out
+
+
+def cmd_train_codec(args: argparse.Namespace) -> None:
+    from jbdiff.train import train_codec
+
+    run = train_codec(
+        args.data, args.config, args.out, max_steps=args.max_steps, accelerator=args.accelerator,
+        devices=args.devices, strategy=args.strategy, precision=args.precision, progress=not args.no_progress,
+    )
+    print(f"codec saved in {run}")
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from levels.codec_io import load_codec
+    from levels.latent_shards import encode_folder
+
+    from jbdiff.device import resolve_device
+
+    codec = load_codec(args.codec).to(resolve_device(args.device))
+    report = encode_folder(args.data_dir, codec, args.out, codec_source=str(args.codec), progress=not args.no_progress)
+    print(
+        f"encoded {report.encoded} file(s), {report.skipped_unchanged} unchanged, "
+        f"{len(report.failed)} failed, {report.removed} removed -> {args.out}"
+    )
+    for path, reason in report.failed:
+        print(f"  skipped {path}: {reason}", file=sys.stderr)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    import torch
+
+    from jbdiff.audio import load_audio, save_audio
+    from jbdiff.device import resolve_device
+    from levels.codec_io import load_codec
+
+    out = _output_path(args.output, args.overwrite)
+    codec = load_codec(args.codec).to(resolve_device(args.device))
+    if not 0 <= args.level < codec.levels:
+        raise JbdiffError(f"level {args.level} does not exist; this codec has levels 0..{codec.levels - 1}")
+    audio = load_audio(args.input, channels=1, min_duration=codec.hops[args.level] / codec.sample_rate)
+    signal = torch.from_numpy(audio)[None]
+    codes = codec.encode_codes(signal, [args.level])[args.level]
+    decoded = codec.decode_codes(args.level, codes)[0, :, : audio.shape[-1]]
+    save_audio(out, decoded.cpu(), codec.sample_rate)
+    print(f"level {args.level} reconstruction written to {out}")
+
+
+def cmd_eval_codec(args: argparse.Namespace) -> None:
+    from jbdiff.device import resolve_device
+    from jbdiff.evaluate_codec import evaluate_codec
+    from levels.codec_io import load_codec
+
+    codec = load_codec(args.codec).to(resolve_device(args.device))
+    report = evaluate_codec(codec, args.data, seconds=args.seconds, max_files=args.max_files, progress=not args.no_progress)
+    print(report.table())
+    if args.json:
+        report.write_json(args.json)
+        print(f"metrics written to {args.json}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (subcommands and their options)."""
+    parser = argparse.ArgumentParser(prog="jbdiff", description="Hierarchical latent diffusion for music.")
+    parser.add_argument("--version", action="version", version=f"jbdiff {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train one stage").add_subparsers(dest="stage", required=True, metavar="STAGE")
+    codec = train.add_parser("codec", help="train the 3-level VQ-VAE codec on a folder of audio")
+    codec.add_argument("--data", required=True, help="folder of audio files (searched recursively)")
+    codec.add_argument("--config", required=True, help="codec YAML config, e.g. configs/codec/tiny.yaml")
+    codec.add_argument("--out", required=True, help="run folder; training resumes from its last checkpoint")
+    _add_trainer_options(codec)
+    codec.set_defaults(func=cmd_train_codec)
+
+    enc = sub.add_parser("encode", help="pre-encode a folder of audio into latent shards for training")
+    enc.add_argument("data_dir", help="folder of audio files (searched recursively)")
+    enc.add_argument("--codec", required=True, help="codec run folder, model bundle or vqvae.pth.tar")
+    enc.add_argument("--out", required=True, help="latents folder; a rerun encodes only new or changed files")
+    enc.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    enc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    enc.set_defaults(func=cmd_encode)
+
+    rec = sub.add_parser("reconstruct", help="encode a file at one level and decode it back")
+    rec.add_argument("input", help="audio file to reconstruct")
+    rec.add_argument("output", help="output file (.wav, .flac or .ogg)")
+    rec.add_argument("--codec", required=True, help="codec run folder, model bundle or vqvae.pth.tar")
+    rec.add_argument("--level", type=int, choices=(0, 1, 2), default=2, help="latent level (default: 2, the coarsest)")
+    rec.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    rec.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    rec.set_defaults(func=cmd_reconstruct)
+
+    ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="target", required=True, metavar="TARGET")
+    evc = ev.add_parser("codec", help="reconstruction metrics per level on a folder of audio")
+    evc.add_argument("--codec", required=True, help="codec run folder, model bundle or vqvae.pth.tar")
+    evc.add_argument("--data", required=True, help="folder of audio files")
+    evc.add_argument("--json", help="also write the metrics to this JSON file")
+    evc.add_argument("--seconds", type=float, default=30.0, help="seconds evaluated per file, from its start (default: 30)")
+    evc.add_argument("--max-files", type=int, help="evaluate at most this many files")
+    evc.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    evc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    evc.set_defaults(func=cmd_eval_codec)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except JbdiffError as err:
+        if args.debug:
+            raise
+        print(f"jbdiff: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("jbdiff: interrupted; no partial output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

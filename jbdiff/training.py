@@ -1,0 +1,132 @@
+"""Lightning plumbing shared by every stage: run folders, atomic checkpoints, resume, export.
+
+A run folder holds ``config.yaml`` (the config it was started with), ``checkpoints/last.ckpt``
+(written atomically every ``checkpoint_every`` steps and at the end), TensorBoard logs in
+``tb/``, and the stage's exported weights, refreshed at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import yaml
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from jbdiff.atomic import atomic_path
+from jbdiff.config import TrainConfig, load_yaml
+from jbdiff.errors import JbdiffError
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it, so a kill never corrupts one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class RunCheckpoint(pl.Callback):
+    """Saves ``last.ckpt`` every ``every`` steps and at the end, then exports the stage."""
+
+    def __init__(self, run_dir: Path, every: int, export: Callable[[pl.LightningModule, Path], None]) -> None:
+        self.run_dir, self.every, self.export = run_dir, max(1, every), export
+
+    def _save(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.run_dir / LAST_CHECKPOINT)
+        if trainer.is_global_zero:
+            self.export(module, self.run_dir)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step % self.every == 0:
+            self._save(trainer, module)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._save(trainer, module)
+
+
+def check_finite(loss: torch.Tensor, step: int, run_dir: Path | None) -> None:
+    """Stop training with a clear message when the loss is NaN or infinite."""
+    if not torch.isfinite(loss):
+        where = f"; the last good checkpoint is kept in {run_dir / LAST_CHECKPOINT}" if run_dir else ""
+        raise JbdiffError(f"training diverged at step {step}: the loss is {loss.item()}{where}")
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], config_source: str) -> Path | None:
+    """Create the run folder and store its config; return the checkpoint to resume from, if any.
+
+    Resuming with a config whose ``model`` section differs is refused: the weights would not fit.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stored = run_dir / "config.yaml"
+    last = run_dir / LAST_CHECKPOINT
+    if stored.is_file() and last.is_file():
+        previous = load_yaml(stored)
+        if previous.get("model") != config.get("model"):
+            raise JbdiffError(
+                f"{run_dir}: was trained with a different model config than {config_source}; use a new --out folder"
+            )
+        return last
+    with atomic_path(stored) as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    return None
+
+
+def checkpoint_step(path: Path | None) -> int:
+    """The global step stored in a Lightning checkpoint (0 when there is none)."""
+    if path is None:
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+def build_trainer(
+    run_dir: Path,
+    train: TrainConfig,
+    export: Callable[[pl.LightningModule, Path], None],
+    *,
+    max_steps: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    progress: bool = True,
+) -> pl.Trainer:
+    """A Lightning Trainer with atomic checkpoints, TensorBoard logs and a progress bar."""
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
+    callbacks: list[pl.Callback] = [RunCheckpoint(run_dir, train.checkpoint_every, export)]
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_steps=max_steps if max_steps is not None else train.max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision or train.precision,
+        accumulate_grad_batches=train.accumulate_grad_batches,
+        gradient_clip_val=train.grad_clip or None,
+        log_every_n_steps=train.log_every,
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
