@@ -27,3 +27,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files that a killed ``atomic_path`` writer left in ``folder``."""
+    stale = [p for p in Path(folder).glob(".*.part*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

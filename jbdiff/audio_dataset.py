@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from jbdiff import SAMPLE_RATE
@@ -69,7 +70,7 @@ class RandomCrops(IterableDataset):  # type: ignore[type-arg]
 
     def _rng(self) -> np.random.Generator:
         worker = get_worker_info()
-        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         return np.random.default_rng([self.seed, rank, worker.id if worker else 0, self.stream])
 
     def crop(self, rng: np.random.Generator) -> torch.Tensor:

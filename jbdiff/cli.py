@@ -44,13 +44,16 @@ def _output_path(path: str, overwrite: bool) -> Path:
 
 
 def cmd_train_codec(args: argparse.Namespace) -> None:
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
     from jbdiff.train import train_codec
 
     run = train_codec(
         args.data, args.config, args.out, max_steps=args.max_steps, accelerator=args.accelerator,
         devices=args.devices, strategy=args.strategy, precision=args.precision, progress=not args.no_progress,
     )
-    print(f"codec saved in {run}")
+    if rank_zero_only.rank == 0:
+        print(f"codec saved in {run}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -151,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.INFO if args.debug else logging.WARNING)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

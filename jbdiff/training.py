@@ -21,7 +21,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from jbdiff.atomic import atomic_path
+from jbdiff.atomic import atomic_path, remove_stale_parts
 from jbdiff.config import TrainConfig, load_yaml
 from jbdiff.errors import JbdiffError
 
@@ -69,9 +69,14 @@ def check_finite(loss: torch.Tensor, step: int, run_dir: Path | None) -> None:
 def prepare_run_dir(run_dir: Path, config: dict[str, Any], config_source: str) -> Path | None:
     """Create the run folder and store its config; return the checkpoint to resume from, if any.
 
+    Temporary files left by a killed run are removed.
+
     Resuming with a config whose ``model`` section differs is refused: the weights would not fit.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / LAST_CHECKPOINT.parent):
+        if folder.is_dir():
+            remove_stale_parts(folder)
     stored = run_dir / "config.yaml"
     last = run_dir / LAST_CHECKPOINT
     if stored.is_file() and last.is_file():
@@ -108,6 +113,7 @@ def build_trainer(
     """A Lightning Trainer with atomic checkpoints, TensorBoard logs and a progress bar."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
     callbacks: list[pl.Callback] = [RunCheckpoint(run_dir, train.checkpoint_every, export)]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from jbdiff import __version__
-from jbdiff.atomic import atomic_path
+from jbdiff.atomic import atomic_path, remove_stale_parts
 from jbdiff.audio import AudioError, list_audio_files, load_audio
 from jbdiff.errors import JbdiffError
 from levels.codec import Codec
@@ -101,10 +101,9 @@ def _write_manifest(out_dir: Path, header: dict[str, Any], entries: dict[str, Sh
 
 def _clean_shards(shard_dir: Path, keep: set[str]) -> None:
     """Remove temp files of a killed run and shards no manifest entry refers to."""
-    for path in shard_dir.iterdir():
-        leftover_temp = path.name.startswith(".") and ".part" in path.name
-        orphan = path.suffix == ".safetensors" and not path.name.startswith(".") and path.name not in keep
-        if path.is_file() and (leftover_temp or orphan):
+    remove_stale_parts(shard_dir)
+    for path in shard_dir.glob("*.safetensors"):
+        if path.is_file() and not path.name.startswith(".") and path.name not in keep:
             path.unlink()
 
 

@@ -1,0 +1,236 @@
+"""Codec speed and memory on this CPU, for the Jukebox 5b VQ-VAE architecture.
+
+Usage: ``python benchmarks/bench_codec.py [--json OUT] [--quick]``
+
+Weights are random and the codebooks are drawn from one training-mode forward pass on a
+short synthetic clip: speed and memory depend on the architecture, not on the weights.
+
+* Speed: encode and decode of each level on synthetic music, as multiples of real time
+  (median of 3 runs, after one warm-up).
+* Memory: each length runs in a fresh process that reports its resident memory after
+  building the model and the input (baseline) and its peak (``ru_maxrss``) after encoding
+  all levels and then decoding each level in slices of the codes, dropping each slice's
+  audio. The growth (peak - baseline) should not depend on the length beyond the codes
+  and one padded copy of the input, which are O(length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jbdiff.atomic import atomic_path
+from jbdiff.synth import synth_music
+from levels.codec import Codec
+from levels.vqvae import VQVAE, VQVAEConfig
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "codec.json"
+SR = Codec.sample_rate
+RUNS = 3
+DECODE_SLICE_SECONDS = 30.0
+MB = 1e6
+
+
+def threads() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0))
+
+
+def build_codec() -> Codec:
+    """The 5b architecture with random weights and codebooks drawn from a 1 s synthetic clip."""
+    torch.manual_seed(0)
+    vqvae = VQVAE(VQVAEConfig())
+    vqvae.train()
+    with torch.no_grad():
+        vqvae(torch.from_numpy(synth_music(1.0))[None])
+    codec = Codec(vqvae).eval()
+    codec.refresh_normalisation()
+    return codec
+
+
+def median_seconds(work: Callable[[], object]) -> float:
+    """Median wall time of ``RUNS`` calls of ``work``."""
+    times = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_speed(codec: Codec, seconds: float) -> list[dict[str, Any]]:
+    """Encode and decode speed of each level on ``seconds`` of synthetic music."""
+    audio = torch.from_numpy(synth_music(seconds))[None]
+    codec.decode_codes(0, codec.encode_codes(audio[..., :SR], levels=[0])[0])  # warm-up
+    rows = []
+    for level, hop in enumerate(codec.hops):
+        codes = codec.encode_codes(audio, levels=[level])[level]
+        encode = median_seconds(lambda: codec.encode_codes(audio, levels=[level]))
+        decode = median_seconds(lambda: codec.decode_codes(level, codes))
+        rows.append(
+            {
+                "level": level,
+                "hop": hop,
+                "encode_s": encode,
+                "decode_s": decode,
+                "encode_x_realtime": seconds / encode,
+                "decode_x_realtime": seconds / decode,
+            }
+        )
+    return rows
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process."""
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kb * 1e3 / MB
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss``, kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3 / MB
+
+
+def memory_child(seconds: float) -> dict[str, Any]:
+    """Encode all levels of ``seconds`` of audio, then decode each level slice by slice."""
+    torch.set_num_threads(threads())
+    codec = build_codec()
+    clip = synth_music(10.0)
+    audio = torch.from_numpy(np.tile(clip, (1, -(-round(seconds * SR) // clip.shape[-1])))[:, : round(seconds * SR)])[None]
+    del clip
+    baseline, peak_before = rss_mb(), peak_mb()
+    start = time.perf_counter()
+    codes = codec.encode_codes(audio)
+    peak_encode = peak_mb()
+    for level, level_codes in codes.items():
+        step = round(DECODE_SLICE_SECONDS * SR) // codec.hops[level]
+        for lo in range(0, level_codes.shape[-1], step):
+            codec.decode_codes(level, level_codes[:, lo : lo + step])
+    peak = peak_mb()
+    return {
+        "seconds": seconds,
+        "input_mb": audio.numel() * audio.element_size() / MB,
+        "codes_mb": sum(c.numel() * c.element_size() for c in codes.values()) / MB,
+        "baseline_rss_mb": baseline,
+        "peak_before_mb": peak_before,
+        "peak_after_encode_mb": peak_encode,
+        "peak_mb": peak,
+        "growth_encode_mb": peak_encode - baseline,
+        "growth_mb": peak - baseline,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def bench_memory(seconds: float) -> dict[str, Any]:
+    """Run :func:`memory_child` in a fresh Python process."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(seconds)], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def notes(chunk_seconds: float) -> list[str]:
+    """What the memory figures include."""
+    return [
+        f"memory: encode_codes on the whole input (internally in {chunk_seconds:g} s chunks with overlap), then each"
+        f" level decoded with decode_codes on {DECODE_SLICE_SECONDS:g} s slices of its codes (chunked inside the"
+        f" same way); each slice's audio ({DECODE_SLICE_SECONDS * SR * 4 / MB:.1f} MB) is dropped before the next.",
+        "held above the baseline (model + input array): the codes of all levels (kept to the end, plus a"
+        " concatenation copy while each level is encoded), a zero-padded copy of the input made by encode_codes,"
+        " and one chunk's activations. Only the first two grow with the length.",
+        "decoding a whole level at once returns frames * hop * 4 bytes (106 MB for 10 min of level 0), O(length) by"
+        " nature, so it is not what is measured here.",
+        "peak_before_mb is ru_maxrss before the workload (it includes model building); growth is meaningful only"
+        " when peak_mb exceeds it.",
+    ]
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    """Human-readable tables of a result dict."""
+    speed, memory = result["speed"], result["memory"]
+    lines = [
+        f"Jukebox 5b VQ-VAE architecture, random weights; {result['machine']['torch_threads']} torch threads;"
+        f" {speed['seconds']:g} s of synthetic music, median of {RUNS} runs",
+        "",
+        "| level | hop | encode x RT | decode x RT |",
+        "|------:|----:|------------:|------------:|",
+    ]
+    for row in speed["levels"]:
+        lines.append(f"| {row['level']:>5} | {row['hop']:>3} | {row['encode_x_realtime']:>11.2f} | {row['decode_x_realtime']:>11.2f} |")
+    lines += [
+        "",
+        f"Peak memory, encode all levels + decode in {DECODE_SLICE_SECONDS:g} s slices, chunk {memory['chunk_seconds']:g} s,"
+        " fresh process each (MB):",
+        "",
+        "|   audio | input | codes | baseline RSS | peak before | peak | growth (encode) | growth (all) | wall s |",
+        "|--------:|------:|------:|-------------:|------------:|-----:|----------------:|-------------:|-------:|",
+    ]
+    for run in memory["runs"]:
+        lines.append(
+            f"| {run['seconds']:>5g} s | {run['input_mb']:>5.1f} | {run['codes_mb']:>5.1f} | {run['baseline_rss_mb']:>12.0f}"
+            f" | {run['peak_before_mb']:>11.0f} | {run['peak_mb']:>4.0f} | {run['growth_encode_mb']:>15.0f}"
+            f" | {run['growth_mb']:>12.0f} | {run['wall_s']:>6.0f} |"
+        )
+    lines += ["", f"growth ratio, longer / shorter: {memory['growth_ratio']:.2f}", ""]
+    lines += [f"- {note}" for note in result["notes"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})")
+    parser.add_argument("--quick", action="store_true", help="3 s speed clip; memory at 20 s vs 60 s instead of 1 vs 10 min")
+    parser.add_argument("--memory-child", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child is not None:
+        print(json.dumps(memory_child(args.memory_child)))
+        return
+
+    torch.set_num_threads(threads())
+    load_before = os.getloadavg()
+    # Memory first, while this process is small: a child's ru_maxrss starts at least at the peak of its parent.
+    runs = [bench_memory(seconds) for seconds in ((20.0, 60.0) if args.quick else (60.0, 600.0))]
+    codec = build_codec()
+    speed_seconds = 3.0 if args.quick else 10.0
+    speed = bench_speed(codec, speed_seconds)
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "speed": {"seconds": speed_seconds, "runs": RUNS, "levels": speed},
+        "memory": {
+            "chunk_seconds": codec.chunk_seconds,
+            "decode_slice_seconds": DECODE_SLICE_SECONDS,
+            "runs": runs,
+            "growth_ratio": runs[1]["growth_mb"] / runs[0]["growth_mb"],
+        },
+        "notes": notes(codec.chunk_seconds),
+    }
+    print(format_tables(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.json) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
