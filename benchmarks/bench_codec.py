@@ -17,6 +17,7 @@ short synthetic clip: speed and memory depend on the architecture, not on the we
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -78,8 +79,8 @@ def bench_speed(codec: Codec, seconds: float) -> list[dict[str, Any]]:
     rows = []
     for level, hop in enumerate(codec.hops):
         codes = codec.encode_codes(audio, levels=[level])[level]
-        encode = median_seconds(lambda: codec.encode_codes(audio, levels=[level]))
-        decode = median_seconds(lambda: codec.decode_codes(level, codes))
+        encode = median_seconds(functools.partial(codec.encode_codes, audio, levels=[level]))
+        decode = median_seconds(functools.partial(codec.decode_codes, level, codes))
         rows.append(
             {
                 "level": level,
@@ -109,8 +110,8 @@ def memory_child(seconds: float) -> dict[str, Any]:
     """Encode all levels of ``seconds`` of audio, then decode each level slice by slice."""
     torch.set_num_threads(threads())
     codec = build_codec()
-    clip = synth_music(10.0)
-    audio = torch.from_numpy(np.tile(clip, (1, -(-round(seconds * SR) // clip.shape[-1])))[:, : round(seconds * SR)])[None]
+    samples, clip = round(seconds * SR), synth_music(10.0)
+    audio = torch.from_numpy(np.tile(clip, (1, -(-samples // clip.shape[-1])))[:, :samples])[None]
     del clip
     baseline, peak_before = rss_mb(), peak_mb()
     start = time.perf_counter()
@@ -145,36 +146,55 @@ def bench_memory(seconds: float) -> dict[str, Any]:
 
 def notes(chunk_seconds: float) -> list[str]:
     """What the memory figures include."""
+    slice_mb = DECODE_SLICE_SECONDS * SR * 4 / MB
     return [
-        f"memory: encode_codes on the whole input (internally in {chunk_seconds:g} s chunks with overlap), then each"
-        f" level decoded with decode_codes on {DECODE_SLICE_SECONDS:g} s slices of its codes (chunked inside the"
-        f" same way); each slice's audio ({DECODE_SLICE_SECONDS * SR * 4 / MB:.1f} MB) is dropped before the next.",
-        "held above the baseline (model + input array): the codes of all levels (kept to the end, plus a"
-        " concatenation copy while each level is encoded), a zero-padded copy of the input made by encode_codes,"
-        " and one chunk's activations. Only the first two grow with the length.",
-        "decoding a whole level at once returns frames * hop * 4 bytes (106 MB for 10 min of level 0), O(length) by"
-        " nature, so it is not what is measured here.",
-        "peak_before_mb is ru_maxrss before the workload (it includes model building); growth is meaningful only"
-        " when peak_mb exceeds it.",
+        (
+            f"memory workload: encode_codes on the whole input (in {chunk_seconds:g} s chunks with overlap inside),"
+            f" then each level decoded by decode_codes on {DECODE_SLICE_SECONDS:g} s slices of its codes (chunked"
+            f" the same way inside); each slice's audio ({slice_mb:.1f} MB) is dropped before the next."
+        ),
+        (
+            "held above the baseline (model + input array): one chunk's activations, the codes of all levels"
+            " (kept to the end; a second copy while a level's chunks are concatenated) and the zero-padded copy"
+            " of the whole input that encode_codes makes. Only the codes and that copy (sizes in the codes and"
+            " input columns) grow with the length."
+        ),
+        (
+            "decoding a whole level at once returns frames * hop * 4 bytes (106 MB for 10 min at any level),"
+            " O(length) by nature, so it is not part of this measurement."
+        ),
+        (
+            "peak before = ru_maxrss before the workload (model building included); growth = peak - baseline RSS,"
+            " meaningful when peak exceeds peak before."
+        ),
     ]
 
 
 def format_tables(result: dict[str, Any]) -> str:
     """Human-readable tables of a result dict."""
     speed, memory = result["speed"], result["memory"]
+    machine = result["machine"]
     lines = [
-        f"Jukebox 5b VQ-VAE architecture, random weights; {result['machine']['torch_threads']} torch threads;"
-        f" {speed['seconds']:g} s of synthetic music, median of {RUNS} runs",
+        (
+            f"Jukebox 5b VQ-VAE architecture, random weights; {machine['torch_threads']} torch threads; load average"
+            f" {machine['load_average_before'][0]:.1f} before, {machine['load_average_after'][0]:.1f} after"
+        ),
+        "",
+        f"Speed on {speed['seconds']:g} s of synthetic music, median of {RUNS} runs (x real time):",
         "",
         "| level | hop | encode x RT | decode x RT |",
         "|------:|----:|------------:|------------:|",
     ]
     for row in speed["levels"]:
-        lines.append(f"| {row['level']:>5} | {row['hop']:>3} | {row['encode_x_realtime']:>11.2f} | {row['decode_x_realtime']:>11.2f} |")
+        lines.append(
+            f"| {row['level']:>5} | {row['hop']:>3} | {row['encode_x_realtime']:>11.2f} | {row['decode_x_realtime']:>11.2f} |"
+        )
     lines += [
         "",
-        f"Peak memory, encode all levels + decode in {DECODE_SLICE_SECONDS:g} s slices, chunk {memory['chunk_seconds']:g} s,"
-        " fresh process each (MB):",
+        (
+            f"Peak memory, encode all levels + decode in {DECODE_SLICE_SECONDS:g} s slices,"
+            f" chunk {memory['chunk_seconds']:g} s, fresh process each (MB):"
+        ),
         "",
         "|   audio | input | codes | baseline RSS | peak before | peak | growth (encode) | growth (all) | wall s |",
         "|--------:|------:|------:|-------------:|------------:|-----:|----------------:|-------------:|-------:|",
@@ -192,8 +212,12 @@ def format_tables(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})")
-    parser.add_argument("--quick", action="store_true", help="3 s speed clip; memory at 20 s vs 60 s instead of 1 vs 10 min")
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 s speed clip; memory at 30 s vs 60 s instead of 1 vs 10 min"
+    )
     parser.add_argument("--memory-child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
@@ -203,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(threads())
     load_before = os.getloadavg()
     # Memory first, while this process is small: a child's ru_maxrss starts at least at the peak of its parent.
-    runs = [bench_memory(seconds) for seconds in ((20.0, 60.0) if args.quick else (60.0, 600.0))]
+    runs = [bench_memory(seconds) for seconds in ((30.0, 60.0) if args.quick else (60.0, 600.0))]
     codec = build_codec()
     speed_seconds = 3.0 if args.quick else 10.0
     speed = bench_speed(codec, speed_seconds)

@@ -99,7 +99,9 @@ class CodecReport:
                 {
                     "path": file.path,
                     "seconds": file.seconds,
-                    "levels": [_finite({"level": level, **metrics.as_dict()}) for level, metrics in enumerate(file.levels)],
+                    "levels": [
+                        _finite({"level": level, **metrics.as_dict()}) for level, metrics in enumerate(file.levels)
+                    ],
                 }
                 for file in self.files
             ],
@@ -122,7 +124,9 @@ class CodecReport:
             for level in self.levels
         ]
         widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-        lines = ["| " + " | ".join(cell.rjust(width) for cell, width in zip(row, widths)) + " |" for row in (header, *rows)]
+        lines = [
+            "| " + " | ".join(cell.rjust(width) for cell, width in zip(row, widths)) + " |" for row in (header, *rows)
+        ]
         lines.insert(1, "|" + "|".join("-" * (width + 1) + ":" for width in widths) + "|")
         return "\n".join(lines)
 
@@ -136,7 +140,9 @@ class CodecReport:
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with non-finite floats replaced by None (strict JSON has no NaN)."""
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()}
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()
+    }
 
 
 def _level_metrics(reference: torch.Tensor, decoded: torch.Tensor, sample_rate: int) -> ReconstructionMetrics:

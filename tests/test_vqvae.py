@@ -42,6 +42,15 @@ def _ntc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 1).contiguous()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Intra-op threads thrash on a busy 2-core machine; one thread is many times faster there."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference():
     """(hps, reference 5b VQ-VAE with random weights and data-driven random codebooks)."""
@@ -309,6 +318,18 @@ def test_first_training_use_initialises_from_data_with_tiling() -> None:
     assert torch.cdist(cb.k, flat).min(dim=1).values.max().item() < 0.05
 
 
+def test_initialisation_keeps_the_codebook_out_of_the_graph() -> None:
+    # The first training call copies encoder outputs into ``k``; that copy must not make the
+    # buffer part of the autograd graph (it would pin the first batch's activations forever).
+    torch.manual_seed(0)
+    cb = EMACodebook(16, 4)
+    x = (2 * torch.randn(1, 4, 40, requires_grad=True)).tanh()
+    cb(x, update=True)
+    for name in ("k", "k_sum", "k_elem"):
+        tensor = getattr(cb, name)
+        assert not tensor.requires_grad and tensor.grad_fn is None, name
+
+
 def test_commit_loss_is_mean_squared_distance() -> None:
     torch.manual_seed(0)
     cb = _seeded_codebook(torch.randn(16, 8))
@@ -444,7 +465,7 @@ def test_training_reduces_the_loss() -> None:
     cfg = load_codec_config(TINY_CODEC_CONFIG)
     torch.manual_seed(0)
     vqvae = VQVAE(cfg.model)
-    audio = torch.from_numpy(synth_music(0.2, seed=2))[None][..., : 68 * 128]
+    audio = torch.from_numpy(synth_music(0.5, seed=2))[None][..., 2000 : 2000 + 68 * 128]  # 0.2 s
 
     def evaluate() -> float:
         vqvae.eval()
@@ -466,4 +487,4 @@ def test_training_reduces_the_loss() -> None:
         opt.step()
     after = evaluate()
     assert np.isfinite(after)
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.75 * before, (before, after)
