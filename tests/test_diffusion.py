@@ -52,7 +52,7 @@ def test_v_loss_is_seeded_by_the_generator() -> None:
 def test_samplers_reach_the_data_distribution() -> None:
     noise = torch.randn(2, 2, 4000, generator=torch.Generator().manual_seed(0))
     for name in ("v", "dpm"):
-        out = sample(gaussian_denoiser, noise, 50, sampler=name)
+        out = sample(gaussian_denoiser, noise, 100, sampler=name)
         assert abs(out.mean().item() - MU) < 0.01 and abs(out.std().item() - SD) < 0.01
 
 
@@ -95,7 +95,7 @@ def test_noise_styles(style: str) -> None:
     if style == "random":
         assert all(abs(c) < 0.05 for c in similarity)
     elif style == "constant":
-        assert all(c == pytest.approx(1.0) for c in similarity)
+        assert all(torch.equal(windows[0], w) for w in windows[1:])
     elif style == "region":
         assert all(c == pytest.approx(math.sqrt(1 - 0.09), abs=0.03) for c in similarity)
     else:
