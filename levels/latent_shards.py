@@ -5,7 +5,10 @@ VQ-VAE per step. Codes are stored rather than float latents (a 64-wide float lat
 frame is ~128x larger); ``Codec.codes_to_latents`` recovers the latents. Layout::
 
     LATENTS_DIR/manifest.json                 codec fingerprint, hops, ... and one entry per source
-    LATENTS_DIR/shards/<name>.safetensors     tensors level0, level1, ...: 1-D codes per level
+    LATENTS_DIR/shards/<name>.safetensors     tensors level0, level1, ...: 1-D codes per level,
+                                              and start0, start1, ...: the level above decoded
+                                              to audio and re-encoded at that level
+                                              (what the residual upsamplers start from)
 
 Every shard and every manifest update is written atomically, the manifest after each file,
 so an interrupted run loses at most the file in progress and a rerun resumes: it encodes
@@ -36,7 +39,7 @@ from levels.codec import Codec
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
-FORMAT = 1
+FORMAT = 2
 _INT16_MAX = 32767
 
 
@@ -115,6 +118,9 @@ def _encode_file(
     codes = codec.encode_codes(audio[None])
     dtype = _code_dtype(codec.cfg.l_bins)
     tensors = {f"level{level}": codes[level][0].to(dtype).contiguous() for level in range(codec.levels)}
+    for level in range(codec.levels - 1):
+        above = codec.decode_codes(level + 1, codes[level + 1])
+        tensors[f"start{level}"] = codec.encode_codes(above, [level])[level][0].to(dtype).contiguous()
     with atomic_path(shard_path) as tmp:
         save_file(tensors, str(tmp), metadata={"source": source, "codec_fingerprint": fingerprint})
     return ShardEntry(
@@ -149,6 +155,8 @@ def encode_folder(
         raise JbdiffError(f"{data_dir}: contains no audio files")
     fingerprint = codec.fingerprint()
     manifest = _read_manifest(out_dir)
+    if manifest is not None and manifest.get("format") != FORMAT:
+        manifest = None  # written by another shard format: encode everything again
     if manifest is not None and manifest["codec_fingerprint"] != fingerprint:
         raise JbdiffError(
             f"{out_dir}: was encoded with codec {manifest['codec_fingerprint']}, not {fingerprint}; "
@@ -216,6 +224,8 @@ class LatentShards:
         manifest = _read_manifest(self.root)
         if manifest is None:
             raise JbdiffError(f"{self.root}: no {MANIFEST} found; encode the data with 'jbdiff encode' first")
+        if manifest.get("format") != FORMAT:
+            raise JbdiffError(f"{self.root}: holds shards of another format; re-run 'jbdiff encode' into it")
         self.manifest = manifest
         self.entries: list[ShardEntry] = manifest["entries"]
 
@@ -253,9 +263,15 @@ class LatentShards:
         self._check_level(level)
         return self.crop(index, level, 0, self.entries[index].frames[level])
 
-    def crop(self, index: int, level: int, start: int, length: int) -> torch.Tensor:
-        """Codes ``[start, start + length)`` of shard ``index`` at ``level``, reading only those."""
+    def crop(self, index: int, level: int, start: int, length: int, *, upsampler_start: bool = False) -> torch.Tensor:
+        """Codes ``[start, start + length)`` of shard ``index`` at ``level``, reading only those.
+
+        With ``upsampler_start``, the codes of the level above decoded and re-encoded at
+        ``level`` (not defined for the coarsest level).
+        """
         self._check_level(level)
+        if upsampler_start and level == self.levels - 1:
+            raise ValueError(f"level {level} is the coarsest: it has no upsampler start codes")
         frames = self.entries[index].frames[level]
         if start < 0 or length < 0 or start + length > frames:
             raise ValueError(f"crop [{start}, {start + length}) is outside the shard's {frames} frames")
@@ -263,7 +279,8 @@ class LatentShards:
         if not path.is_file():
             raise JbdiffError(f"{path}: shard file is missing; re-run 'jbdiff encode'")
         with safe_open(str(path), framework="pt") as shard:
-            return shard.get_slice(f"level{level}")[start : start + length].long()
+            name = f"start{level}" if upsampler_start else f"level{level}"
+            return shard.get_slice(name)[start : start + length].long()
 
     def _check_level(self, level: int) -> None:
         if not 0 <= level < self.levels:

@@ -69,7 +69,7 @@ def test_shards_hold_the_codecs_codes(data_dir: Path, tmp_path: Path, tiny_codec
     for index, entry in enumerate(shards.entries):
         expected = expected_codes(tiny_codec, data_dir / entry.source)
         with safe_open(str(out / SHARDS / entry.shard), framework="pt") as raw:
-            assert sorted(raw.keys()) == ["level0", "level1", "level2"]
+            assert sorted(raw.keys()) == ["level0", "level1", "level2", "start0", "start1"]
             assert raw.get_tensor("level0").dtype == torch.int16
         for level in range(3):
             codes = shards.codes(index, level)
@@ -206,7 +206,7 @@ def test_interrupted_run_resumes(
 
     def encode_codes(audio: torch.Tensor, levels: object = None) -> dict[int, torch.Tensor]:
         nonlocal calls
-        calls += 1
+        calls += levels is None  # one all-level encode per file; start codes encode single levels
         if calls == 2:
             raise KeyboardInterrupt
         return real(audio, levels)
@@ -244,3 +244,20 @@ def test_crop_equals_slice_of_full_codes(data_dir: Path, tmp_path: Path, tiny_co
 def test_missing_manifest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(JbdiffError, match="no manifest.json"):
         LatentShards(tmp_path)
+
+
+def test_upsampler_start_codes_are_the_level_above_reencoded(tiny_codec: Codec, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    audio = synth_music(1.1, seed=5)
+    save_audio(data / "a.wav", audio)
+    encode_folder(data, tiny_codec, tmp_path / "lat", codec_source="tiny", progress=False)
+    shards = LatentShards(tmp_path / "lat")
+    codes = tiny_codec.encode_codes(torch.from_numpy(audio)[None])
+    for level in (0, 1):
+        above = tiny_codec.decode_codes(level + 1, codes[level + 1])
+        expected = tiny_codec.encode_codes(above, [level])[level][0]
+        frames = shards.entries[0].frames[level]
+        assert torch.equal(shards.crop(0, level, 0, frames, upsampler_start=True), expected)
+    with pytest.raises(ValueError, match="coarsest"):
+        shards.crop(0, 2, 0, 1, upsampler_start=True)
