@@ -58,8 +58,13 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return None
         arms = [a for a in typing.get_args(tp) if a is not type(None)]
         return _convert(value, arms[0], where)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise JbdiffError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
+        except ValueError:
+            raise JbdiffError(f"{where}: expected a number, got {value!r}") from None
     if tp in (int, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise JbdiffError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value

@@ -12,11 +12,45 @@ from torch import nn
 
 from jbdiff.errors import JbdiffError
 
-_SAFE_MODULES = ("torch", "collections", "numpy", "builtins", "_codecs")
+_SAFE = {
+    ("collections", "OrderedDict"),
+    ("collections", "Counter"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("_codecs", "encode"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+}
+
+
+def _allowed(module: str, name: str) -> bool:
+    """Only data classes and torch/numpy rebuild functions may be instantiated from a checkpoint."""
+    if (module, name) in _SAFE:
+        return True
+    if module.split(".")[0] == "torch":
+        return name.startswith("_rebuild_") or name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype)
+    if module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        return name in ("_reconstruct", "scalar")
+    return False
 
 
 class _Opaque(dict):  # type: ignore[type-arg]
-    """Stands in for a class from a foreign package stored in a checkpoint (e.g. hyperparameters)."""
+    """Stands in for any other class stored in a checkpoint (hyperparameters, paths, dates).
+
+    It accepts whatever arguments the pickle passes and keeps only dict-shaped state, so
+    reading metadata never runs foreign code.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, dict):
@@ -25,7 +59,7 @@ class _Opaque(dict):  # type: ignore[type-arg]
 
 class _LenientUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in _SAFE_MODULES:
+        if _allowed(module, name):
             return super().find_class(module, name)
         return _Opaque
 
@@ -40,7 +74,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a torch checkpoint on the CPU without importing the package that wrote it.
 
     Classes from other packages (Jukebox hyperparameters, Lightning attributes) become plain
-    dicts; only torch, numpy, collections and builtins classes are ever instantiated.
+    dicts; only tensors, storages and a short list of data classes are ever instantiated.
     """
     p = Path(path)
     if not p.is_file():

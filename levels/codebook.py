@@ -63,6 +63,8 @@ class EMACodebook(nn.Module):
 
     def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest code for each row of ``x`` (N, width): (indices, mean squared distance)."""
+        # The expanded form in float32, exactly as the published model computes it, so codes match
+        # OpenAI's bit for bit; codes closer than ~1e-6 in squared distance count as ties.
         k = self.k.float()
         x = x.float()
         distance = x.pow(2).sum(-1, keepdim=True) - 2 * x @ k.t() + k.pow(2).sum(-1)[None]

@@ -113,6 +113,15 @@ class Codec(nn.Module):
             raise ValueError(f"expected audio shaped (batch, {self.cfg.channels}, samples), got {tuple(audio.shape)}")
         return audio
 
+    def _check_level(self, level: int) -> None:
+        if not 0 <= level < self.levels:
+            raise ValueError(f"level {level} is outside 0..{self.levels - 1}")
+
+    def _check_latents(self, level: int, latents: torch.Tensor) -> None:
+        self._check_level(level)
+        if latents.dim() != 3 or latents.shape[1] != self.cfg.emb_width:
+            raise ValueError(f"expected latents shaped (batch, {self.cfg.emb_width}, frames), got {tuple(latents.shape)}")
+
     def padded_length(self, samples: int) -> int:
         """``samples`` rounded up to a multiple of the coarsest hop (what encode pads to)."""
         top = max(self.hops)
@@ -130,8 +139,7 @@ class Codec(nn.Module):
         audio = nn.functional.pad(audio, (0, pad))
         out = {}
         for level in sorted(set(range(self.levels) if levels is None else levels)):
-            if not 0 <= level < self.levels:
-                raise ValueError(f"level {level} is outside 0..{self.levels - 1}")
+            self._check_level(level)
             out[level] = self._encode_level(audio, level)
         return out
 
@@ -146,11 +154,13 @@ class Codec(nn.Module):
 
     def codes_to_latents(self, level: int, codes: torch.Tensor) -> torch.Tensor:
         """Codes (batch, frames) -> normalised latents (batch, emb_width, frames)."""
+        self._check_level(level)
         vectors = self.vqvae.bottleneck.level_blocks[level].decode(codes.to(self.device))
         return (vectors - self.latent_mean[level]) / self.latent_std[level]
 
     def latents_to_codes(self, level: int, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> nearest codes (batch, frames)."""
+        self._check_latents(level, latents)
         vectors = latents.to(self.device) * self.latent_std[level] + self.latent_mean[level]
         return self.vqvae.bottleneck.level_blocks[level].encode(vectors)
 
@@ -166,6 +176,7 @@ class Codec(nn.Module):
         With ``quantize`` the latents snap to their nearest codebook vectors first (what the
         decoder was trained on); without, they are decoded as they are.
         """
+        self._check_latents(level, latents)
         if quantize:
             return self.decode_codes(level, self.latents_to_codes(level, latents))
         vectors = latents.to(self.device) * self.latent_std[level] + self.latent_mean[level]
@@ -174,6 +185,7 @@ class Codec(nn.Module):
     @torch.no_grad()
     def decode_codes(self, level: int, codes: torch.Tensor) -> torch.Tensor:
         """Codes (batch, frames) -> audio (batch, channels, frames * hop)."""
+        self._check_level(level)
         block = self.vqvae.bottleneck.level_blocks[level]
         return self._decode_level(codes, level, lambda c: self.vqvae.decoders[level](block.decode(c)))
 

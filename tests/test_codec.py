@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import yaml
-
 from conftest import synth_music
+
 from jbdiff.errors import JbdiffError
 from levels.codec import Codec, decoder_radius, encoder_radius
 from levels.codec_io import CODEC_WEIGHTS, CODEC_YAML, load_codec, save_codec
@@ -18,13 +18,21 @@ from levels.vqvae import VQVAE, VQVAEConfig
 SR = 44100
 
 
+_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_for_session_fixtures():
+    """Session fixtures (``tiny_codec``) are built before module ones: go single-threaded first."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
+def _one_thread(_one_thread_for_session_fixtures):
     """Intra-op threads thrash on a busy 2-core machine; one thread is many times faster there."""
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(_THREADS)
 
 
 def _rechunked(codec: Codec, seconds: float) -> Codec:
@@ -35,23 +43,75 @@ def _rechunked(codec: Codec, seconds: float) -> Codec:
     return out.eval()
 
 
+def _pad(codec: Codec, audio: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.pad(audio, (0, codec.padded_length(audio.shape[-1]) - audio.shape[-1]))
+
+
+def assert_same_codes(
+    codec: Codec, level: int, audio: torch.Tensor, got: torch.Tensor, want: torch.Tensor, max_fraction: float = 0.01
+) -> None:
+    """``got`` equals ``want`` except at float32 near-ties of the nearest-code search.
+
+    The encoder output of a chunk can differ from the whole-signal output by ~1e-7 (other
+    convolution blocking), and the float32 distance formula loses ~1e-6 to cancellation (see
+    ``test_quantise_finds_the_nearest_code_despite_a_common_offset``); where a frame is that
+    close to equidistant from two codes, either answer is right. Such frames must be rare, and
+    the two codes must be equally near to within float32 rounding; a chunking error (a frame
+    that saw zero padding instead of signal) moves the encoder output by far more.
+    """
+    assert got.shape == want.shape
+    differ = got != want
+    if not differ.any():
+        return
+    assert differ.float().mean().item() <= max_fraction, f"level {level}: {int(differ.sum())} codes differ"
+    with torch.no_grad():
+        z = codec.vqvae.encoders[level](_pad(codec, audio)).permute(0, 2, 1)[differ].double()
+    k = codec.vqvae.bottleneck.level_blocks[level].k.double()
+    d_got = (z - k[got[differ]]).pow(2).sum(-1)
+    d_want = (z - k[want[differ]]).pow(2).sum(-1)
+    rounding = 1e-5 * (z.pow(2).sum(-1) + k[want[differ]].pow(2).sum(-1))
+    assert ((d_got - d_want).abs() <= rounding).all(), f"level {level}: codes differ beyond a near-tie"
+
+
 @pytest.fixture(scope="module")
 def music() -> torch.Tensor:
-    """Three seconds of music-like audio whose length is not a multiple of 128: (1, 1, samples)."""
-    audio = torch.from_numpy(synth_music(3.0, seed=4))[None]
+    """Two seconds of music-like audio whose length is not a multiple of 128: (1, 1, samples)."""
+    audio = torch.from_numpy(synth_music(2.0, seed=4))[None]
     assert audio.shape[-1] % 128 != 0
     return audio
 
 
+def _spread_codebooks(vqvae: VQVAE, seed: int) -> None:
+    """Gaussian codebooks around the encodings of a music clip, twice as wide as the data.
+
+    Well-separated codes (unlike codebooks initialised from nearby frames), so the nearest code
+    of a frame is rarely within float32 rounding of a tie.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    audio = torch.from_numpy(synth_music(1.0, seed=7))[None][..., : 344 * 128]
+    with torch.no_grad():
+        for level, block in enumerate(vqvae.bottleneck.level_blocks):
+            z = vqvae.encoders[level](audio)
+            flat = z.permute(0, 2, 1).reshape(-1, z.shape[1])
+            block.k.copy_(flat.mean(0) + 2 * flat.std(0) * torch.randn(block.k.shape, generator=gen))
+
+
 @pytest.fixture(scope="module")
 def codec_5b() -> Codec:
-    """The 5b architecture with random weights; codebooks drawn from its own encodings."""
+    """The 5b architecture with random weights and spread codebooks."""
     torch.manual_seed(0)
-    vqvae = VQVAE(VQVAEConfig())
-    audio = torch.from_numpy(synth_music(1.0, seed=7))[None][..., : 344 * 128]
-    vqvae.train()
-    with torch.no_grad():
-        vqvae(audio)
+    vqvae = VQVAE(VQVAEConfig()).eval()
+    _spread_codebooks(vqvae, 0)
+    codec = Codec(vqvae).eval()
+    codec.refresh_normalisation()
+    return codec
+
+
+@pytest.fixture(scope="module")
+def spread_tiny(tiny_codec: Codec) -> Codec:
+    """The tiny fixture's networks with spread codebooks."""
+    vqvae = copy.deepcopy(tiny_codec.vqvae)
+    _spread_codebooks(vqvae, 1)
     codec = Codec(vqvae).eval()
     codec.refresh_normalisation()
     return codec
@@ -121,8 +181,14 @@ def test_radii_of_5b_level0() -> None:
 # --------------------------------------------------------------------------- chunked == whole
 
 
-def test_chunked_encode_equals_whole_encode_tiny(tiny_codec: Codec, music: torch.Tensor, tiny_codes) -> None:
-    chunked = _rechunked(tiny_codec, 0.25)
+# The tiny fixture's codebooks come from one EMA step on nearby frames: codes ~1e-3 apart (some
+# exact duplicates) next to encodings of squared norm ~3, so float32 near-ties are common there
+# (6% of level-1 and ~28% of level-2 frames); each must still be a near-tie.
+@pytest.mark.parametrize(("name", "max_fraction"), [("spread_tiny", 0.01), ("tiny_codec", 1.0)])
+def test_chunked_encode_equals_whole_encode_tiny(request, name: str, max_fraction: float, music: torch.Tensor) -> None:
+    codec = request.getfixturevalue(name)
+    whole = _rechunked(codec, 100.0).encode_codes(music)
+    chunked = _rechunked(codec, 0.25)
     calls = []
     hook = chunked.vqvae.encoders[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
     try:
@@ -131,9 +197,8 @@ def test_chunked_encode_equals_whole_encode_tiny(tiny_codec: Codec, music: torch
         hook.remove()
     assert len(calls) > 5 and max(calls) < music.shape[-1] / 2  # it really worked in pieces
     for level in range(3):
-        assert codes[level].shape == tiny_codes[level].shape
-        assert torch.equal(codes[level], tiny_codes[level]), f"level {level}"
-        assert codes[level].unique().numel() > 10
+        assert_same_codes(codec, level, music, codes[level], whole[level], max_fraction)
+        assert codes[level].unique().numel() >= 8
 
 
 def test_chunked_decode_equals_whole_decode_tiny(tiny_codec: Codec, tiny_codes) -> None:
@@ -157,7 +222,7 @@ def test_chunked_encode_and_decode_5b(codec_5b: Codec, level: int) -> None:
     whole, chunked = _rechunked(codec_5b, 100.0), _rechunked(codec_5b, 0.25)
     a = whole.encode_codes(audio, [level])[level]
     b = chunked.encode_codes(audio, [level])[level]
-    assert torch.equal(a, b)
+    assert_same_codes(codec_5b, level, audio, b, a)
     assert a.unique().numel() > 10
     x, y = whole.decode_codes(level, a), chunked.decode_codes(level, a)
     assert (x - y).abs().max().item() <= 1e-5
@@ -209,23 +274,39 @@ def test_normalised_codebook_has_zero_mean_unit_std(tiny_codec: Codec, codec_5b:
         assert not torch.allclose(codec.latent_std, torch.ones(codec.levels))
 
 
-def test_latents_round_trip_to_codes(tiny_codec: Codec, tiny_codes) -> None:
+def test_latents_round_trip_to_codes(spread_tiny: Codec) -> None:
+    gen = torch.Generator().manual_seed(0)
     for level in range(3):
-        codes = tiny_codes[level]
-        latents = tiny_codec.codes_to_latents(level, codes)
-        assert torch.equal(tiny_codec.latents_to_codes(level, latents), codes)
+        codes = torch.randint(0, spread_tiny.cfg.l_bins, (2, 300), generator=gen)
+        latents = spread_tiny.codes_to_latents(level, codes)
+        assert torch.equal(spread_tiny.latents_to_codes(level, latents), codes)
 
 
-def test_quantised_decode_equals_decode_codes(tiny_codec: Codec, tiny_codes) -> None:
+def test_latents_round_trip_with_distinct_codes() -> None:
+    cfg = VQVAEConfig(l_bins=64, emb_width=8, width=4, depth=1)
+    torch.manual_seed(3)
+    codec = Codec(VQVAE(cfg)).eval()
+    with torch.no_grad():
+        codec.vqvae.bottleneck.level_blocks[1].k.normal_(mean=0.5, std=2.0)
+    codec.refresh_normalisation()
+    codes = torch.randint(0, 64, (3, 50))
+    latents = codec.codes_to_latents(1, codes)
+    assert latents.shape == (3, 8, 50)
+    assert torch.equal(codec.latents_to_codes(1, latents), codes)
+
+
+def test_quantised_decode_equals_decode_codes(spread_tiny: Codec, music: torch.Tensor) -> None:
+    tiny_codec = spread_tiny
     gen = torch.Generator().manual_seed(1)
+    all_codes = tiny_codec.encode_codes(music[..., : SR // 2])
     for level in range(3):
-        codes = tiny_codes[level]
+        codes = all_codes[level]
         latents = tiny_codec.codes_to_latents(level, codes)
         expected = tiny_codec.decode_codes(level, codes)
         torch.testing.assert_close(tiny_codec.decode(level, latents), expected, rtol=0, atol=1e-6)
         # a perturbation smaller than half the gap between any two codes snaps back to the same codes
         book = tiny_codec.codes_to_latents(level, torch.arange(tiny_codec.cfg.l_bins)[None])[0].T
-        gap = torch.pdist(book).min().item()
+        gap = torch.pdist(book.double()).min().item()
         noise = torch.randn(latents.shape, generator=gen)
         nudged = latents + 0.4 * gap * noise / noise.norm(dim=1, keepdim=True)
         torch.testing.assert_close(tiny_codec.decode(level, nudged, quantize=True), expected, rtol=0, atol=1e-6)
@@ -233,16 +314,17 @@ def test_quantised_decode_equals_decode_codes(tiny_codec: Codec, tiny_codes) -> 
         torch.testing.assert_close(tiny_codec.decode(level, latents, quantize=False), expected, rtol=0, atol=1e-5)
 
 
-def test_batch_items_encode_as_alone(tiny_codec: Codec) -> None:
-    a = torch.from_numpy(synth_music(1.0, seed=11))
-    b = torch.from_numpy(synth_music(1.0, seed=12))
+def test_batch_items_encode_as_alone(spread_tiny: Codec) -> None:
+    tiny_codec = spread_tiny
+    a = torch.from_numpy(synth_music(0.75, seed=11))
+    b = torch.from_numpy(synth_music(0.75, seed=12))
     chunked = _rechunked(tiny_codec, 0.25)
     batch = chunked.encode_codes(torch.stack([a, b]))
     alone_a, alone_b = chunked.encode_codes(a[None]), chunked.encode_codes(b[None])
     for level in range(3):
         assert batch[level].shape[0] == 2
-        assert torch.equal(batch[level][0], alone_a[level][0])
-        assert torch.equal(batch[level][1], alone_b[level][0])
+        assert_same_codes(tiny_codec, level, a[None], batch[level][:1], alone_a[level])
+        assert_same_codes(tiny_codec, level, b[None], batch[level][1:], alone_b[level])
         assert not torch.equal(batch[level][0], batch[level][1])
         audio = chunked.decode_codes(level, batch[level])
         torch.testing.assert_close(audio[1:], chunked.decode_codes(level, alone_b[level]), rtol=0, atol=1e-5)
@@ -269,11 +351,6 @@ def test_encode_level_out_of_range_raises(tiny_codec: Codec, levels) -> None:
         tiny_codec.encode_codes(torch.zeros(1, 1, 1280), levels)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Codec.decode/decode_codes/codes_to_latents do not validate the level: 3 raises IndexError "
-    "and -1 silently uses level 2 (levels/codec.py decode_codes/codes_to_latents)",
-)
 @pytest.mark.parametrize("level", [3, -1])
 def test_decode_level_out_of_range_raises(tiny_codec: Codec, level: int) -> None:
     codes = torch.zeros(1, 10, dtype=torch.long)
@@ -281,11 +358,6 @@ def test_decode_level_out_of_range_raises(tiny_codec: Codec, level: int) -> None
         tiny_codec.decode_codes(level, codes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Codec.decode does not check the latent width: (1, 32, 10) latents for a 64-wide codec give "
-    "a RuntimeError from a matmul instead of a ValueError naming the expected shape",
-)
 def test_decode_bad_latent_shape_raises(tiny_codec: Codec) -> None:
     with pytest.raises(ValueError):
         tiny_codec.decode(0, torch.zeros(1, 32, 10))

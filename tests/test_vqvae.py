@@ -13,15 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CODEC_CONFIG, synth_music
 
 from jbdiff.errors import JbdiffError
 from levels.codebook import Bottleneck, EMACodebook
 from levels.codec_config import load_codec_config
 from levels.codec_io import load_codec
-from levels.codec_loss import CodecLossConfig, codec_loss, l2_loss, linf_loss, multispectral_loss
+from levels.codec_loss import (
+    CodecLossConfig,
+    codec_loss,
+    l2_loss,
+    linf_loss,
+    multispectral_loss,
+)
 from levels.jukebox_checkpoint import load_jukebox_vqvae
 from levels.vqvae import VQVAE, VQVAEConfig
-from conftest import TINY_CODEC_CONFIG, synth_music
 
 jukebox_hparams = pytest.importorskip("jukebox_infer.hparams")
 jukebox_models = pytest.importorskip("jukebox_infer.make_models")
@@ -34,7 +40,8 @@ def _parity_audio() -> torch.Tensor:
     """Two different 8192-sample items, NCT: a music-like clip and a noisy chirp."""
     music = torch.from_numpy(synth_music(0.25, seed=3))[..., :PARITY_SAMPLES]
     t = torch.arange(PARITY_SAMPLES, dtype=torch.float64) / 44100
-    chirp = 0.4 * torch.sin(2 * math.pi * (200 + 3000 * t) * t) + 0.05 * torch.randn(PARITY_SAMPLES, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    hiss = torch.randn(PARITY_SAMPLES, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    chirp = 0.4 * torch.sin(2 * math.pi * (200 + 3000 * t) * t) + 0.05 * hiss
     return torch.stack([music, chirp.float()[None]])
 
 
@@ -54,7 +61,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def reference():
     """(hps, reference 5b VQ-VAE with random weights and data-driven random codebooks)."""
-    hps = jukebox_hparams.setup_hparams("vqvae", dict(restore_vqvae="", sample_length=PARITY_SAMPLES))
+    hps = jukebox_hparams.setup_hparams("vqvae", {"restore_vqvae": "", "sample_length": PARITY_SAMPLES})
     ref = jukebox_models.make_vqvae(hps, "cpu")
     gen = torch.Generator().manual_seed(1234)
     state = ref.state_dict()
@@ -193,14 +200,20 @@ def test_checkpoint_with_a_missing_key_is_refused(reference, tmp_path) -> None:
 
 
 def test_checkpoint_with_an_extra_key_is_refused(reference, tmp_path) -> None:
-    path = _write_variant(reference, tmp_path / "extra.pth.tar", lambda m: m.__setitem__("module.encoders.0.extra_weight", torch.zeros(3)))
+    def add(model: dict) -> None:
+        model["module.encoders.0.extra_weight"] = torch.zeros(3)
+
+    path = _write_variant(reference, tmp_path / "extra.pth.tar", add)
     with pytest.raises(JbdiffError, match=r"unexpected key.*encoders\.0\.extra_weight"):
         load_jukebox_vqvae(path)
 
 
 def test_checkpoint_with_a_wrong_shape_is_refused(reference, tmp_path) -> None:
     key = "bottleneck.level_blocks.2.k"
-    path = _write_variant(reference, tmp_path / "shape.pth.tar", lambda m: m.__setitem__("module." + key, torch.zeros(1024, 64)))
+    def reshape(model: dict) -> None:
+        model["module." + key] = torch.zeros(1024, 64)
+
+    path = _write_variant(reference, tmp_path / "shape.pth.tar", reshape)
     with pytest.raises(JbdiffError, match=r"bottleneck\.level_blocks\.2\.k \(1024, 64\) vs \(2048, 64\)"):
         load_jukebox_vqvae(path)
 
@@ -266,7 +279,7 @@ def test_ema_update_moves_used_code_towards_data_mean() -> None:
     cb = _seeded_codebook(k, mu=mu, threshold=0.5)  # threshold < mu: unused codes survive one step
     gen = torch.Generator().manual_seed(0)
     data = torch.tensor([1.0, 2.0]) + 0.1 * torch.randn(40, 2, generator=gen)  # all nearest to code 0
-    codes, quantised, commit, metrics = cb(data.T[None], update=True)
+    codes, quantised, _commit, metrics = cb(data.T[None], update=True)
     assert torch.equal(codes, torch.zeros(1, 40, dtype=torch.long))
     expected = (mu * k[0] + (1 - mu) * data.sum(0)) / (mu + (1 - mu) * 40)
     torch.testing.assert_close(cb.k[0], expected)
@@ -281,7 +294,9 @@ def test_ema_update_moves_used_code_towards_data_mean() -> None:
 def test_ema_updates_converge_to_cluster_means() -> None:
     gen = torch.Generator().manual_seed(0)
     centres = torch.tensor([[1.0, 2.0], [-3.0, 0.5]])
-    data = torch.cat([centres[0] + 0.2 * torch.randn(30, 2, generator=gen), centres[1] + 0.2 * torch.randn(50, 2, generator=gen)])
+    data = torch.cat(
+        [centres[0] + 0.2 * torch.randn(30, 2, generator=gen), centres[1] + 0.2 * torch.randn(50, 2, generator=gen)]
+    )
     cb = _seeded_codebook(torch.tensor([[0.0, 0.0], [-1.0, 0.0]]), mu=0.8)
     for _ in range(80):
         codes, _, _, _ = cb(data.T[None], update=True)
@@ -345,6 +360,16 @@ def test_commit_loss_is_mean_squared_distance() -> None:
     torch.testing.assert_close(quantised, nearest.permute(0, 2, 1))
 
 
+def test_quantise_finds_the_nearest_code() -> None:
+    gen = torch.Generator().manual_seed(0)
+    k = torch.randn(512, 64, generator=gen)
+    x = torch.randn(3000, 64, generator=gen)
+    cb = _seeded_codebook(k)
+    codes, _ = cb.quantise(x)
+    truth = torch.cdist(x.double(), k.double()).argmin(-1)
+    assert torch.equal(codes, truth)
+
+
 def test_straight_through_gradient() -> None:
     torch.manual_seed(0)
     cb = _seeded_codebook(torch.randn(16, 8))
@@ -359,7 +384,7 @@ def test_gradient_reaches_the_encoder() -> None:
     torch.manual_seed(0)
     vqvae = VQVAE(load_codec_config(TINY_CODEC_CONFIG).model).train()
     audio = torch.from_numpy(synth_music(0.05))[None][..., :2048]
-    outs, commits, _ = vqvae(audio)
+    outs, _commits, _ = vqvae(audio)
     sum(o.pow(2).mean() for o in outs).backward()
     for level in range(3):
         grads = [p.grad for p in vqvae.encoders[level].parameters()]
@@ -403,7 +428,7 @@ def test_eval_forward_does_not_touch_the_codebook() -> None:
     before = {k: v.clone() for k, v in vqvae.state_dict().items()}
     vqvae.eval()
     with torch.no_grad():
-        outs, commits, metrics = vqvae(audio)
+        _outs, _commits, metrics = vqvae(audio)
     assert all(torch.equal(before[k], v) for k, v in vqvae.state_dict().items())
     assert all("dk" not in m for m in metrics)
 
@@ -445,12 +470,13 @@ def test_codec_loss_is_large_for_noise_and_ordered() -> None:
     noise = 0.3 * torch.randn(target.shape, generator=gen)
     zero = [torch.tensor(0.0)] * 3
     near, _ = codec_loss(target, [target + 0.01 * noise] * 3, zero, cfg)
-    far, logs = codec_loss(target, [noise] * 3, zero, cfg)
+    far, _logs = codec_loss(target, [noise] * 3, zero, cfg)
     assert far.item() > 1.0
     assert 0 < near.item() < 0.2 * far.item()
     # l2 is relative to the target's power: scaling both leaves it unchanged
     assert l2_loss(3 * target, 3 * noise).item() == pytest.approx(l2_loss(target, noise).item(), rel=1e-4)
-    assert l2_loss(target, noise).item() == pytest.approx(((noise - target) ** 2).mean().item() / (target**2).mean().item(), rel=1e-3)
+    relative = ((noise - target) ** 2).mean().item() / (target**2).mean().item()
+    assert l2_loss(target, noise).item() == pytest.approx(relative, rel=1e-3)
     # linf is the mean of the k largest squared errors: never below l2
     assert linf_loss(target, noise, 2048).item() >= l2_loss(target, noise).item()
     assert multispectral_loss(target, noise, cfg).item() > multispectral_loss(target, target + 0.01 * noise, cfg).item()
