@@ -6,20 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from safetensors.torch import load_file, save_file
-
-from jbdiff.atomic import atomic_path
-from jbdiff.config import from_dict, load_yaml, to_dict
+from jbdiff.config import from_dict, to_dict
 from jbdiff.errors import JbdiffError
-from jbdiff.state_dict import load_strict
+from jbdiff.stage_io import load_stage_weights, save_stage, stage_section
 from levels.codec import Codec
 from levels.jukebox_checkpoint import load_jukebox_vqvae
 from levels.vqvae import VQVAE, VQVAEConfig
 
-CODEC_YAML = "codec.yaml"
-CODEC_WEIGHTS = "codec.safetensors"
-BUNDLE_YAML = "bundle.yaml"
+CODEC = "codec"
 
 
 def codec_section(codec: Codec) -> dict[str, Any]:
@@ -36,24 +30,7 @@ def codec_section(codec: Codec) -> dict[str, Any]:
 
 def save_codec(codec: Codec, folder: str | os.PathLike[str]) -> Path:
     """Write ``codec.safetensors`` and ``codec.yaml`` into ``folder`` (each atomically)."""
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
-    with atomic_path(out / CODEC_WEIGHTS) as tmp:
-        save_file(state, str(tmp))
-    with atomic_path(out / CODEC_YAML) as tmp:
-        tmp.write_text(yaml.safe_dump(codec_section(codec), sort_keys=False))
-    return out
-
-
-def codec_from_section(section: dict[str, Any], weights: Path) -> Codec:
-    """Build a codec from a ``codec.yaml`` mapping and its safetensors file."""
-    cfg = from_dict(VQVAEConfig, section.get("model", {}), f"{weights.parent / CODEC_YAML}:model")
-    codec = Codec(VQVAE(cfg))
-    if not weights.is_file():
-        raise JbdiffError(f"{weights}: codec weights not found")
-    load_strict(codec, load_file(str(weights)), str(weights))
-    return codec.eval()
+    return save_stage(codec, folder, CODEC, codec_section(codec))
 
 
 def load_codec(path: str | os.PathLike[str]) -> Codec:
@@ -63,13 +40,10 @@ def load_codec(path: str | os.PathLike[str]) -> Codec:
         codec = Codec(load_jukebox_vqvae(p))
         codec.refresh_normalisation()
         return codec.eval()
-    if (p / CODEC_YAML).is_file():
-        return codec_from_section(load_yaml(p / CODEC_YAML), p / CODEC_WEIGHTS)
-    if (p / BUNDLE_YAML).is_file():
-        bundle = load_yaml(p / BUNDLE_YAML)
-        if not isinstance(bundle.get("codec"), dict):
-            raise JbdiffError(f"{p / BUNDLE_YAML}: has no 'codec' section")
-        return codec_from_section(bundle["codec"], p / CODEC_WEIGHTS)
     if not p.exists():
         raise JbdiffError(f"{p}: codec not found (expected a run folder, a model bundle or a vqvae.pth.tar file)")
-    raise JbdiffError(f"{p}: not a codec (no {CODEC_YAML}, no {BUNDLE_YAML}, not a checkpoint file)")
+    section = stage_section(p, CODEC)
+    cfg = from_dict(VQVAEConfig, section.get("model", {}), f"{p}: codec model")
+    codec = load_stage_weights(Codec(VQVAE(cfg)), p, CODEC)
+    assert isinstance(codec, Codec)
+    return codec

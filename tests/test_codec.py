@@ -12,7 +12,10 @@ from conftest import synth_music
 
 from jbdiff.errors import JbdiffError
 from levels.codec import Codec, decoder_radius, encoder_radius
-from levels.codec_io import CODEC_WEIGHTS, CODEC_YAML, load_codec, save_codec
+from levels.codec_io import load_codec, save_codec
+
+CODEC_YAML = "codec.yaml"
+CODEC_WEIGHTS = "codec.safetensors"
 from levels.vqvae import VQVAE, VQVAEConfig
 
 SR = 44100
@@ -419,11 +422,11 @@ def test_load_codec_refusals(tiny_codec: Codec, tmp_path) -> None:
     with pytest.raises(JbdiffError, match="codec not found"):
         load_codec(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(JbdiffError, match="not a codec"):
+    with pytest.raises(JbdiffError, match="holds no .codec. stage"):
         load_codec(tmp_path / "empty")
     folder = save_codec(tiny_codec, tmp_path / "noweights")
     (folder / CODEC_WEIGHTS).unlink()
-    with pytest.raises(JbdiffError, match="codec weights not found"):
+    with pytest.raises(JbdiffError, match="codec.safetensors: weights not found"):
         load_codec(folder)
     # weights that do not fit the config in codec.yaml
     folder = save_codec(tiny_codec, tmp_path / "mismatch")
