@@ -56,6 +56,20 @@ def cmd_train_codec(args: argparse.Namespace) -> None:
         print(f"codec saved in {run}")
 
 
+def cmd_train_level(args: argparse.Namespace) -> None:
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    from jbdiff.train import train_level
+
+    run = train_level(
+        args.stage, args.latents, args.config, args.out, codec_path=args.codec, max_steps=args.max_steps,
+        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
+        progress=not args.no_progress,
+    )
+    if rank_zero_only.rank == 0:
+        print(f"{args.stage} saved in {run}")
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
     from levels.codec_io import load_codec
     from levels.latent_shards import encode_folder
@@ -119,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_argument("--out", required=True, help="run folder; training resumes from its last checkpoint")
     _add_trainer_options(codec)
     codec.set_defaults(func=cmd_train_codec)
+
+    for stage, role in (("level2", "the level-2 base prior"), ("level1", "the level-1 residual upsampler"),
+                        ("level0", "the level-0 residual upsampler")):
+        lv = train.add_parser(stage, help=f"train {role} from pre-encoded latents")
+        lv.add_argument("--latents", required=True, help="latents folder written by 'jbdiff encode'")
+        lv.add_argument("--config", required=True, help=f"level YAML config, e.g. configs/{stage}/tiny.yaml")
+        lv.add_argument("--out", required=True, help="run folder; training resumes from its last checkpoint")
+        lv.add_argument("--codec", help="codec the latents were encoded with (default: the one in their manifest)")
+        _add_trainer_options(lv)
+        lv.set_defaults(func=cmd_train_level)
 
     enc = sub.add_parser("encode", help="pre-encode a folder of audio into latent shards for training")
     enc.add_argument("data_dir", help="folder of audio files (searched recursively)")

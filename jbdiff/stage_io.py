@@ -27,7 +27,8 @@ def save_stage(module: nn.Module, folder: str | os.PathLike[str], name: str, sec
     """Write ``module``'s weights and ``section`` into ``folder`` (each file atomically)."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    # clone: safetensors refuses tensors shared under two names (UNetV0 registers one layer twice)
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     with atomic_path(out / f"{name}.safetensors") as tmp:
         save_file(state, str(tmp))
     with atomic_path(out / f"{name}.yaml") as tmp:

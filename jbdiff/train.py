@@ -7,13 +7,22 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
 from jbdiff.config import load_yaml, to_dict
+from jbdiff.errors import JbdiffError
+from jbdiff.stage_io import save_stage
 from jbdiff.training import build_trainer, checkpoint_step, prepare_run_dir
 from levels.codec_config import CodecConfig, load_codec_config
+from levels.codec_io import load_codec
 from levels.codec_training import CodecTrainingModule, export_codec
+from levels.denoiser_training import LevelTrainingModule, load_level_config
+from levels.latent_dataset import LatentWindows
+from levels.latent_shards import LatentShards
+
+LEVEL_STAGES = {"level2": 2, "level1": 1, "level0": 0}
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +66,74 @@ def train_codec(
     module.hparams.update(to_dict(cfg))
     trainer = build_trainer(
         run, cfg.train, export_codec, max_steps=max_steps, accelerator=accelerator,
+        devices=devices, strategy=strategy, precision=precision, progress=progress,
+    )
+    trainer.fit(module, loader, ckpt_path=resume)
+    return run
+
+
+def level_section(module: LevelTrainingModule, codec_fingerprint: str) -> dict[str, object]:
+    """What ``levelN.yaml`` records: the denoiser config, its level and role, the codec it fits."""
+    return {
+        "level": module.level,
+        "residual": module.residual,
+        "model": to_dict(module.cfg.model),
+        "codec_fingerprint": codec_fingerprint,
+        "steps": int(module.global_step),
+    }
+
+
+def train_level(
+    stage: str,
+    latents_dir: str | os.PathLike[str],
+    config_path: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    codec_path: str | os.PathLike[str] | None = None,
+    max_steps: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) one latent level from pre-encoded shards; returns the run folder.
+
+    ``level2`` is the base prior; ``level1`` and ``level0`` are residual upsamplers that start
+    from the cached "level above, re-encoded here" codes. The codec (default: the one named in
+    the shards' manifest) supplies the codebook and decodes the demo samples.
+    """
+    if stage not in LEVEL_STAGES:
+        raise JbdiffError(f"unknown stage '{stage}'; use one of {', '.join(LEVEL_STAGES)}")
+    level = LEVEL_STAGES[stage]
+    cfg = load_level_config(config_path)
+    shards = LatentShards(latents_dir)
+    codec = load_codec(codec_path or shards.manifest["codec_source"])
+    shards.check_codec(codec)
+    if level >= codec.levels:
+        raise JbdiffError(f"{stage}: the codec has only levels 0..{codec.levels - 1}")
+    run = Path(run_dir)
+    resume = prepare_run_dir(run, load_yaml(config_path), str(config_path))
+    residual = level < codec.levels - 1
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    model = cfg.model
+    data = LatentWindows(
+        shards, level, model.window, model.context_mult, residual=residual, seed=cfg.train.seed, stream=checkpoint_step(resume)
+    )
+    loader = DataLoader(
+        data, batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0
+    )
+    codebook = codec.codes_to_latents(level, torch.arange(codec.cfg.l_bins)[None])[0].t().contiguous()
+    module = LevelTrainingModule(cfg, level, codebook, residual=residual, run_dir=run, demo_codec=codec)
+    module.hparams.update(to_dict(cfg))
+    fingerprint = codec.fingerprint()
+
+    def export(trained: pl.LightningModule, folder: Path) -> None:
+        assert isinstance(trained, LevelTrainingModule)
+        save_stage(trained.ema, folder, stage, level_section(trained, fingerprint))
+
+    trainer = build_trainer(
+        run, cfg.train, export, max_steps=max_steps, accelerator=accelerator,
         devices=devices, strategy=strategy, precision=precision, progress=progress,
     )
     trainer.fit(module, loader, ckpt_path=resume)

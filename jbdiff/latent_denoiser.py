@@ -1,0 +1,112 @@
+"""A latent denoiser that cross-attends to the windows before it (the core of every level).
+
+A window of ``window`` latent frames is denoised while the UNet cross-attends to the
+``context_mult`` windows that precede it (zero-filled where the song has not started; no
+context at all means unconditional, through the learned classifier-free-guidance embedding).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from jbdiff.diffusion import VNetwork, v_loss
+from jbdiff.samplers import sample
+from jbdiff.unet import UNet1d, UNetConfig
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """A UNet plus the window geometry and the context dropout used for guidance."""
+
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(in_channels=64, channels=(64,), factors=(1,), items=(1,)))
+    window: int = 768
+    context_mult: int = 2
+    context_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.window % self.unet.total_factor:
+            raise ValueError(f"window {self.window} must be a multiple of the UNet's total factor {self.unet.total_factor}")
+        if self.context_mult < 0:
+            raise ValueError("context_mult must be >= 0")
+        if self.context_mult and self.unet.embedding_max_length != self.context_length:
+            raise ValueError(
+                f"unet.embedding_max_length must equal context_mult * window = {self.context_length}"
+            )
+
+    @property
+    def context_length(self) -> int:
+        return self.context_mult * self.window
+
+    @property
+    def channels(self) -> int:
+        return self.unet.in_channels
+
+
+class LatentDenoiser(nn.Module):
+    """A v-objective UNet over latent windows with cross-attention to the preceding windows."""
+
+    def __init__(self, cfg: DenoiserConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = UNet1d(cfg.unet)
+
+    def _embedding(self, context: torch.Tensor | None, batch: int, like: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+        """(B, N, C) cross-attention input and whether it is the unconditional stand-in."""
+        if not self.cfg.context_mult:
+            return None, False
+        if context is None:
+            zeros = like.new_zeros(batch, self.cfg.context_length, self.cfg.channels)
+            return zeros, True
+        expected = (batch, self.cfg.channels, self.cfg.context_length)
+        if tuple(context.shape) != expected:
+            raise ValueError(f"expected context shaped {expected}, got {tuple(context.shape)}")
+        return context.transpose(1, 2), False
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[1] != self.cfg.channels or x.shape[2] != self.cfg.window:
+            raise ValueError(f"expected latents shaped (batch, {self.cfg.channels}, {self.cfg.window}), got {tuple(x.shape)}")
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        start: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Training loss on a batch of windows (``start`` replaces the noise for residual levels)."""
+        self._check(x)
+        embedding, unconditional = self._embedding(context, x.shape[0], x)
+        net: VNetwork = self.net
+        if embedding is not None:
+            dropout = 1.0 if unconditional else self.cfg.context_dropout
+            net = functools.partial(self.net, embedding=embedding, embedding_mask_proba=dropout, generator=generator)
+        return v_loss(net, x, start=start, generator=generator)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        noise: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        steps: int = 50,
+        guidance: float = 1.0,
+        sampler: str = "dpm",
+        init: torch.Tensor | None = None,
+        init_strength: float = 0.0,
+        progress: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """Sample one window per batch item from ``noise`` (or ``init`` at ``init_strength``)."""
+        self._check(noise)
+        embedding, unconditional = self._embedding(context, noise.shape[0], noise)
+        kwargs = {}
+        if embedding is not None:
+            kwargs = {"embedding": embedding, "embedding_mask_proba": 1.0 if unconditional else 0.0}
+            if not unconditional and guidance != 1.0:
+                kwargs["embedding_scale"] = guidance
+        return sample(self.net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, progress=progress, **kwargs)

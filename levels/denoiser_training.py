@@ -1,0 +1,110 @@
+"""The Lightning module that trains one latent level (the base prior or a residual upsampler)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from jbdiff.config import TrainConfig, load_config
+from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
+from jbdiff.training import check_finite
+from levels.codec import Codec
+
+
+@dataclass(frozen=True)
+class LevelConfig:
+    """``configs/level{0,1,2}/*.yaml``: ``model``, ``train``, EMA and demo settings."""
+
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ema_decay: float = 0.999
+    demo_every: int = 500
+    demo_steps: int = 20
+
+
+def load_level_config(path: str | os.PathLike[str]) -> LevelConfig:
+    """Read a level YAML config; unknown keys are an error."""
+    return load_config(LevelConfig, path)
+
+
+def codes_to_latents(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """(B, T) codes, ``-1`` for padding, -> (B, width, T) latents (zeros where padded)."""
+    vectors = codebook[codes.clamp_min(0)] * (codes >= 0).unsqueeze(-1).to(codebook.dtype)
+    return vectors.transpose(1, 2)
+
+
+class LevelTrainingModule(pl.LightningModule):
+    """Trains a ``LatentDenoiser`` on code windows, keeping an EMA copy for export.
+
+    ``codebook`` holds the level's normalised codebook vectors, so turning codes into
+    latents is one lookup. ``demo_codec`` (optional) decodes demo samples for TensorBoard.
+    """
+
+    def __init__(
+        self,
+        cfg: LevelConfig,
+        level: int,
+        codebook: torch.Tensor,
+        *,
+        residual: bool,
+        run_dir: Path | None = None,
+        demo_codec: Codec | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg, self.level, self.residual, self.run_dir = cfg, level, residual, run_dir
+        self.denoiser = LatentDenoiser(cfg.model)
+        self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.register_buffer("codebook", codebook.clone(), persistent=False)
+        self._demo = [demo_codec] if demo_codec is not None else []
+
+    def _batch_latents(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        out: dict[str, torch.Tensor | None] = {k: codes_to_latents(self.codebook, v) for k, v in batch.items()}
+        out.setdefault("context", None)
+        out.setdefault("start", None)
+        return out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        latents = self._batch_latents(batch)
+        loss = self.denoiser.loss(latents["codes"], latents["context"], start=latents["start"])  # type: ignore[arg-type]
+        check_finite(loss, self.global_step, self.run_dir)
+        self.log("loss", loss, prog_bar=True)
+        self._last_batch = batch
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.denoiser.parameters(), lr=self.cfg.train.lr)
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        decay = self.cfg.ema_decay
+        for ema, live in zip(self.ema.parameters(), self.denoiser.parameters()):
+            ema.lerp_(live, 1 - decay)
+        if self._demo and self.cfg.demo_every and self.global_step % self.cfg.demo_every == 0 and self.trainer.is_global_zero:
+            self._log_demo(batch)
+
+    def _log_demo(self, batch: dict[str, torch.Tensor]) -> None:
+        """Sample one window with the EMA weights, decode it, and log audio + spectrogram."""
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None:
+            return
+        latents = self._batch_latents({k: v[:1] for k, v in batch.items()})
+        generator = torch.Generator(device=self.device).manual_seed(self.global_step)
+        target = latents["codes"]
+        assert target is not None
+        start = latents["start"]
+        noise = start if start is not None else torch.randn(target.shape, generator=generator, device=self.device)
+        sample = self.ema.generate(
+            noise, latents["context"], steps=self.cfg.demo_steps, init=start, init_strength=0.0 if start is None else 0.5
+        )
+        codec = self._demo[0].to(self.device)
+        audio = codec.decode(self.level, sample)[0, 0].float().cpu()
+        experiment.add_audio("demo/audio", audio[None], self.global_step, sample_rate=codec.sample_rate)
+        spec = torch.stft(audio, 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
+        image = (20 * torch.log10(spec + 1e-5)).clamp(-80, 20).add(80).div(100).flip(0)
+        experiment.add_image("demo/spectrogram", image[None], self.global_step)
