@@ -86,6 +86,14 @@ def cmd_encode(args: argparse.Namespace) -> None:
         print(f"  skipped {path}: {reason}", file=sys.stderr)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from jbdiff.bundle import STAGES, export_bundle
+
+    runs = {name: getattr(args, name) for name in STAGES if getattr(args, name)}
+    out = export_bundle(runs, args.out, data_note=args.data_note, overwrite=args.overwrite)
+    print(f"bundle with {', '.join(runs)} written to {out}")
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import torch
 
@@ -151,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     enc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     enc.set_defaults(func=cmd_encode)
+
+    exp = sub.add_parser("export", help="collect trained stages into one model bundle")
+    exp.add_argument("--codec", required=True, help="codec run folder (or bundle)")
+    for name in ("level2", "level1", "level0", "dance"):
+        exp.add_argument(f"--{name}", help=f"{name} run folder (or bundle)")
+    exp.add_argument("--out", required=True, help="bundle folder to write")
+    exp.add_argument("--data-note", default="", help="what the models were trained on (kept in bundle.yaml)")
+    exp.add_argument("--overwrite", action="store_true", help="replace the stages of an existing bundle")
+    exp.set_defaults(func=cmd_export)
 
     rec = sub.add_parser("reconstruct", help="encode a file at one level and decode it back")
     rec.add_argument("input", help="audio file to reconstruct")

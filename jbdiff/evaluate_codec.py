@@ -1,11 +1,12 @@
 """``jbdiff eval codec``: reconstruction quality and codebook use of a codec, per level.
 
-Each audio file is loaded (mono at the codec's rate, at most ``seconds`` from its start),
-encoded at every level, and each level's codes are decoded back to audio, trimmed to the
-input length and compared with the input: multi-resolution STFT distance, mel distance and
-SI-SDR (:mod:`jbdiff.metrics`, auraloss defaults as in Stable Audio 2, Table 5). Per level
-the report gives the unweighted mean over files, plus codebook usage and perplexity of the
-codes of all files together.
+Each audio file is loaded (at the codec's rate and channel count, mono for Jukebox codecs;
+at most ``seconds`` from its start) and encoded at every level; each level's codes are
+decoded back to audio, trimmed to the input length and compared with the input:
+multi-resolution STFT distance, mel distance and SI-SDR (:mod:`jbdiff.metrics`, auraloss
+defaults as in Stable Audio 2, Table 5). Per level the report gives the unweighted mean over
+files, plus codebook usage and perplexity of the codes of all files together (from a running
+histogram, so memory does not grow with the number of files).
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ def evaluate_codec(
 
     Reads at most ``seconds`` from the start of each file (the whole file when None) and
     the first ``max_files`` files (all when None). Files that cannot be read, or are
-    shorter than 0.1 s, are skipped and listed in the report. Raises JbdiffError when no
-    file can be evaluated.
+    shorter than 0.1 s, are skipped, logged and listed in the report. Raises JbdiffError
+    when no file can be evaluated.
     """
     if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
         raise JbdiffError(f"seconds must be a positive number, got {seconds}")
@@ -205,7 +206,9 @@ def evaluate_codec(
             metrics.append(_level_metrics(reference, codec.decode_codes(level, codes[level]), codec.sample_rate))
         files.append(FileResult(str(path), audio.shape[-1] / codec.sample_rate, tuple(metrics)))
     if not files:
-        raise JbdiffError(f"{data_dir}: none of its {len(paths)} audio files could be read")
+        raise JbdiffError(
+            f"{data_dir}: none of its {len(paths)} audio files could be evaluated ({skipped[0].path}: {skipped[0].reason})"
+        )
 
     levels = []
     for level in range(codec.levels):

@@ -8,14 +8,17 @@ context at all means unconditional, through the learned classifier-free-guidance
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from jbdiff.config import from_dict
 from jbdiff.diffusion import VNetwork, v_loss
 from jbdiff.samplers import sample
+from jbdiff.stage_io import load_stage_weights, stage_section
 from jbdiff.unet import UNet1d, UNetConfig
 
 
@@ -67,6 +70,18 @@ class LatentDenoiser(nn.Module):
             raise ValueError(f"expected context shaped {expected}, got {tuple(context.shape)}")
         return context.transpose(1, 2), False
 
+    def context_from(self, previous: torch.Tensor | None) -> torch.Tensor | None:
+        """The context for the next window from the latents before it (B, C, any length).
+
+        Only the last ``context_length`` frames are used; a shorter history is zero-padded
+        on the left (the song's start); ``None`` or an empty history means unconditional.
+        """
+        if previous is None or previous.shape[-1] == 0 or not self.cfg.context_mult:
+            return None
+        need = self.cfg.context_length
+        recent = previous[..., -need:]
+        return torch.nn.functional.pad(recent, (need - recent.shape[-1], 0))
+
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.cfg.channels or x.shape[2] != self.cfg.window:
             raise ValueError(f"expected latents shaped (batch, {self.cfg.channels}, {self.cfg.window}), got {tuple(x.shape)}")
@@ -110,3 +125,12 @@ class LatentDenoiser(nn.Module):
             if not unconditional and guidance != 1.0:
                 kwargs["embedding_scale"] = guidance
         return sample(self.net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, progress=progress, **kwargs)
+
+
+def load_denoiser(path: str | os.PathLike[str], stage: str) -> LatentDenoiser:
+    """A trained level (``level2``, ``level1`` or ``level0``) from a run folder or a bundle."""
+    section = stage_section(path, stage)
+    cfg = from_dict(DenoiserConfig, section.get("model", {}), f"{path}: {stage} model")
+    model = load_stage_weights(LatentDenoiser(cfg), path, stage)
+    assert isinstance(model, LatentDenoiser)
+    return model

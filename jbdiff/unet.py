@@ -109,13 +109,13 @@ class _Wrap(nn.Module):
 
 
 class ConvBlock(nn.Sequential):
-    """GroupNorm, SiLU, optional dropout, Conv1d (keys ``0.*`` and ``2.*``)."""
+    """GroupNorm, SiLU, optional dropout, dilated k3 Conv1d (keys ``0.*`` and ``2.*``)."""
 
-    def __init__(self, channels: int, groups: int, kernel_size: int, dilation: int, dropout: float) -> None:
+    def __init__(self, channels: int, groups: int, dilation: int, dropout: float) -> None:
         super().__init__(
             nn.GroupNorm(groups, channels),
             nn.SiLU(),
-            nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation),
+            nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation),
         )
         self.dropout = dropout
 
@@ -138,7 +138,7 @@ class ResnetItem(_Item):
 
     def __init__(self, channels: int, groups: int, dilation: int, dropout: float) -> None:
         super().__init__()
-        convs = _Blocks(*(ConvBlock(channels, groups, 3, dilation, dropout) for _ in range(2)))
+        convs = _Blocks(*(ConvBlock(channels, groups, dilation, dropout) for _ in range(2)))
         self.block = _Blocks(convs)
 
     def forward(self, x: Tensor, features: Tensor, embedding: Tensor | None) -> Tensor:
@@ -217,13 +217,15 @@ class Upsample(_Item):
 
     def __init__(self, channels: int, out_channels: int, factor: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Upsample(scale_factor=factor, mode="nearest"), nn.Conv1d(channels, out_channels, 3, padding=1))
+        self.block = nn.Sequential(
+            nn.Upsample(scale_factor=factor, mode="nearest"), nn.Conv1d(channels, out_channels, 3, padding=1)
+        )
 
     def forward(self, x: Tensor, features: Tensor, embedding: Tensor | None) -> Tensor:
         return self.block(x)
 
 
-def _run(items: Sequence[_Item], x: Tensor, features: Tensor, embedding: Tensor | None) -> Tensor:
+def _apply(items: Sequence[_Item], x: Tensor, features: Tensor, embedding: Tensor | None) -> Tensor:
     """Apply ``items`` in order, transposing only where the layout changes."""
     tokens = False
     for item in items:
@@ -241,17 +243,17 @@ class UNetLevel(nn.Module):
         channels, factor = cfg.channels[depth], cfg.factors[depth]
         self.gradient_checkpointing = cfg.gradient_checkpointing
 
+        def attention(context_features: int | None) -> AttentionItem:
+            assert cfg.attention_heads is not None and cfg.attention_features is not None  # UNetConfig checks this
+            return AttentionItem(channels, cfg.attention_heads, cfg.attention_features, context_features)
+
         def group(dilation: int) -> list[_Item]:
-            items: list[_Item] = [
+            return [
                 ResnetItem(channels, cfg.resnet_groups, dilation, cfg.resnet_dropout_rate),
                 ModulationItem(channels, cfg.modulation_features),
+                *(attention(None) for _ in range(cfg.attentions[depth])),
+                *(attention(cfg.embedding_features) for _ in range(cfg.cross_attentions[depth])),
             ]
-            for context_features, count in ((None, cfg.attentions[depth]), (cfg.embedding_features, cfg.cross_attentions[depth])):
-                items += [
-                    AttentionItem(channels, cfg.attention_heads, cfg.attention_features, context_features)  # type: ignore[arg-type]
-                    for _ in range(count)
-                ]
-            return items
 
         def path() -> list[_Item]:
             return [item for j in range(cfg.items[depth]) for item in group(cfg.resnet_dilation_factor**j)]
@@ -259,7 +261,8 @@ class UNetLevel(nn.Module):
         down = [Downsample(in_channels, channels, factor), *path()]
         up = [*path(), Upsample(channels, out_channels, factor)]
         self.num_down = len(down)
-        self.skip_adapter = _Wrap(nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, 1))
+        adapter = nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, 1)
+        self.skip_adapter = _Wrap(adapter)
         self.block = _Blocks(*down, *([inner] if inner is not None else []), *up)
         self.skip = _Blocks(nn.Sequential(nn.SiLU(), nn.Linear(cfg.modulation_features, out_channels)))
 
@@ -271,8 +274,8 @@ class UNetLevel(nn.Module):
 
     def _path(self, items: Sequence[_Item], x: Tensor, features: Tensor, embedding: Tensor | None) -> Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(_run, items, x, features, embedding, use_reentrant=False)  # type: ignore[return-value]
-        return _run(items, x, features, embedding)
+            return checkpoint(_apply, items, x, features, embedding, use_reentrant=False)  # type: ignore[return-value]
+        return _apply(items, x, features, embedding)
 
     def forward(self, x: Tensor, features: Tensor, embedding: Tensor | None) -> Tensor:
         blocks = list(self.block.blocks)
@@ -306,10 +309,10 @@ class UNetCore(nn.Module):
 class TimeEmbedding(nn.Module):
     """Learned random Fourier features of the diffusion time: [t, sin, cos] then Linear."""
 
-    def __init__(self, features: int, dim: int = 256) -> None:
+    def __init__(self, features: int, frequencies: int = 128) -> None:
         super().__init__()
-        self.weights = nn.Parameter(torch.randn(dim // 2))
-        self.to_out = nn.Linear(dim + 1, features)
+        self.weights = nn.Parameter(torch.randn(frequencies))
+        self.to_out = nn.Linear(2 * frequencies + 1, features)
 
     def forward(self, time: Tensor) -> Tensor:
         t = time.reshape(-1, 1).to(self.weights.dtype)

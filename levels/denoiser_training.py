@@ -105,6 +105,7 @@ class LevelTrainingModule(pl.LightningModule):
         codec = self._demo[0].to(self.device)
         audio = codec.decode(self.level, sample)[0, 0].float().cpu()
         experiment.add_audio("demo/audio", audio[None], self.global_step, sample_rate=codec.sample_rate)
-        spec = torch.stft(audio, 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
+        n_fft = min(1024, 1 << (audio.numel().bit_length() - 1))
+        spec = torch.stft(audio, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
         image = (20 * torch.log10(spec + 1e-5)).clamp(-80, 20).add(80).div(100).flip(0)
         experiment.add_image("demo/spectrogram", image[None], self.global_step)
