@@ -167,6 +167,10 @@ def notes(chunk_seconds: float) -> list[str]:
             "peak before = ru_maxrss before the workload (model building included); growth = peak - baseline RSS,"
             " meaningful when peak exceeds peak before."
         ),
+        (
+            "RSS peaks include memory the allocator keeps after frees and vary from run to run with thread"
+            " timing; with one run per length, read the growth ratio with that spread in mind."
+        ),
     ]
 
 

@@ -70,6 +70,19 @@ def cmd_train_level(args: argparse.Namespace) -> None:
         print(f"{args.stage} saved in {run}")
 
 
+def cmd_train_dance(args: argparse.Namespace) -> None:
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    from upsampler.dance_training import train_dance
+
+    run = train_dance(
+        args.data, args.config, args.out, max_steps=args.max_steps, accelerator=args.accelerator,
+        devices=args.devices, strategy=args.strategy, precision=args.precision, progress=not args.no_progress,
+    )
+    if rank_zero_only.rank == 0:
+        print(f"dance stage saved in {run}")
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
     from levels.codec_io import load_codec
     from levels.latent_shards import encode_folder
@@ -151,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         lv.add_argument("--codec", help="codec the latents were encoded with (default: the one in their manifest)")
         _add_trainer_options(lv)
         lv.set_defaults(func=cmd_train_level)
+
+    dance = train.add_parser("dance", help="train the stereo Dance-Diffusion refiner on a folder of audio")
+    dance.add_argument("--data", required=True, help="folder of audio files (searched recursively; stereo kept)")
+    dance.add_argument("--config", required=True, help="dance YAML config, e.g. configs/dance/tiny.yaml")
+    dance.add_argument("--out", required=True, help="run folder; training resumes from its last checkpoint")
+    _add_trainer_options(dance)
+    dance.set_defaults(func=cmd_train_dance)
 
     enc = sub.add_parser("encode", help="pre-encode a folder of audio into latent shards for training")
     enc.add_argument("data_dir", help="folder of audio files (searched recursively)")

@@ -135,8 +135,6 @@ class Codec(nn.Module):
         level's frames cover the same span.
         """
         audio = self._check_audio(audio)
-        pad = self.padded_length(audio.shape[-1]) - audio.shape[-1]
-        audio = nn.functional.pad(audio, (0, pad))
         out = {}
         for level in sorted(set(range(self.levels) if levels is None else levels)):
             self._check_level(level)
@@ -147,8 +145,11 @@ class Codec(nn.Module):
         hop = self.hops[level]
         overlap = math.ceil(encoder_radius(self.cfg, level) / max(self.hops)) * max(self.hops)
         pieces = []
-        for lo, hi, keep_lo, keep_hi in _chunks(audio.shape[-1], self._chunk_samples(), overlap):
-            codes = self.vqvae.encode(audio[..., lo:hi].to(self.device, self.dtype), level)
+        samples = audio.shape[-1]
+        for lo, hi, keep_lo, keep_hi in _chunks(self.padded_length(samples), self._chunk_samples(), overlap):
+            piece = audio[..., lo : min(hi, samples)].to(self.device, self.dtype)
+            piece = nn.functional.pad(piece, (0, hi - lo - piece.shape[-1]))  # zero-pad the end, chunk by chunk
+            codes = self.vqvae.encode(piece, level)
             pieces.append(codes[:, (keep_lo - lo) // hop : (keep_hi - lo) // hop].to(audio.device))
         return torch.cat(pieces, dim=-1)
 

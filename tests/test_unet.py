@@ -14,34 +14,34 @@ from torch import Tensor, nn
 from jbdiff.config import from_dict
 from jbdiff.unet import ConvBlock, ResnetItem, UNet1d, UNetConfig
 
-SMALL: dict[str, Any] = dict(
-    in_channels=4,
-    channels=(8, 16, 16, 32),
-    factors=(1, 2, 2, 2),
-    items=(1, 2, 2, 2),
-    attentions=(0, 0, 1, 1),
-    cross_attentions=(0, 1, 0, 1),
-    attention_heads=2,
-    attention_features=8,
-    embedding_features=16,
-    embedding_max_length=32,
-)
+SMALL: dict[str, Any] = {
+    "in_channels": 4,
+    "channels": (8, 16, 16, 32),
+    "factors": (1, 2, 2, 2),
+    "items": (1, 2, 2, 2),
+    "attentions": (0, 0, 1, 1),
+    "cross_attentions": (0, 1, 0, 1),
+    "attention_heads": 2,
+    "attention_features": 8,
+    "embedding_features": 16,
+    "embedding_max_length": 32,
+}
 SMALL_CFG = {**SMALL, "use_embedding_cfg": True}
 # No CFG, another output width (adds the top skip adapter conv), fewer groups, small modulation.
 SMALL_OUT = {**SMALL, "out_channels": 6, "resnet_groups": 4, "modulation_features": 32}
-JBDIFF_V1: dict[str, Any] = dict(
-    in_channels=64,
-    channels=(64, 128, 128, 256, 256, 512, 512, 1024, 1024),
-    factors=(1, 2, 1, 2, 1, 2, 1, 2, 1),
-    items=(1, 3, 3, 3, 3, 3, 3, 3, 1),
-    attentions=(0, 0, 0, 0, 1, 0, 1, 0, 0),
-    cross_attentions=(0, 1, 0, 1, 0, 1, 0, 1, 1),
-    attention_heads=8,
-    attention_features=64,
-    embedding_features=64,
-    use_embedding_cfg=True,
-    embedding_max_length=1536,
-)
+JBDIFF_V1: dict[str, Any] = {
+    "in_channels": 64,
+    "channels": (64, 128, 128, 256, 256, 512, 512, 1024, 1024),
+    "factors": (1, 2, 1, 2, 1, 2, 1, 2, 1),
+    "items": (1, 3, 3, 3, 3, 3, 3, 3, 1),
+    "attentions": (0, 0, 0, 0, 1, 0, 1, 0, 0),
+    "cross_attentions": (0, 1, 0, 1, 0, 1, 0, 1, 1),
+    "attention_heads": 8,
+    "attention_features": 64,
+    "embedding_features": 64,
+    "use_embedding_cfg": True,
+    "embedding_max_length": 1536,
+}
 RTOL = 1e-4
 
 
@@ -51,7 +51,7 @@ def reference_unet(**kwargs: Any) -> nn.Module:
         pytest.skip("audio-diffusion-pytorch is not installed")
     try:
         import torchaudio  # noqa: F401
-    except Exception:  # absent or broken next to CPU torch; only the vocoder needs it
+    except (ImportError, OSError, RuntimeError):  # absent, or broken next to CPU torch; only the vocoder needs it
         stub = types.ModuleType("torchaudio")
         stub.transforms = types.ModuleType("torchaudio.transforms")  # type: ignore[attr-defined]
         sys.modules["torchaudio"] = stub

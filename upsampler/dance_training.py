@@ -1,0 +1,240 @@
+"""Training the Dance-Diffusion stage: Harmonai's stereo waveform UNet on random stereo crops.
+
+The recipe follows Harmonai's ``sample-generator`` trainer (``train_uncond.py`` @ 6a3402d):
+v-objective, noise levels drawn through its "crash" schedule, Adam, and an EMA copy of the
+net that is the one exported and sampled. The Lightning state dict uses that trainer's names
+(``diffusion.*``, ``diffusion_ema.*``), so a run's ``last.ckpt`` also loads with
+:func:`upsampler.dance_unet.load_dance_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import os
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from jbdiff import SAMPLE_RATE
+from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
+from jbdiff.config import TrainConfig, load_config, load_yaml, to_dict
+from jbdiff.diffusion import v_loss
+from jbdiff.stage_io import save_stage
+from jbdiff.training import build_trainer, check_finite, checkpoint_step, prepare_run_dir
+from upsampler.dance_refiner import STAGE, padded_length, refine_stereo
+from upsampler.dance_unet import DanceConfig, DanceUNet
+
+__all__ = [
+    "DanceStageConfig",
+    "DanceTrainingModule",
+    "crash_sigma",
+    "crop_length",
+    "dance_section",
+    "export_dance",
+    "load_dance_config",
+    "train_dance",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DanceStageConfig:
+    """``configs/dance/*.yaml``: ``model``, ``train``, EMA and demo settings.
+
+    Demos refine a mono mix of a training crop with ``demo_steps`` steps from ``init_strength``
+    (the :func:`upsampler.dance_refiner.refine_stereo` convention) every ``demo_every`` steps
+    (0: never).
+    """
+
+    model: DanceConfig = field(default_factory=DanceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ema_decay: float = 0.995
+    demo_every: int = 1000
+    demo_steps: int = 50
+    init_strength: float = 0.23
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.demo_every < 0:
+            raise ValueError(f"demo_every must be >= 0, got {self.demo_every}")
+        if self.demo_steps < 1:
+            raise ValueError(f"demo_steps must be >= 1, got {self.demo_steps}")
+        if not 0.0 <= self.init_strength <= 1.0:
+            raise ValueError(f"init_strength must be in [0, 1], got {self.init_strength}")
+
+
+def load_dance_config(path: str | os.PathLike[str]) -> DanceStageConfig:
+    """Read a Dance-Diffusion YAML config; unknown keys are an error."""
+    return load_config(DanceStageConfig, path)
+
+
+def crop_length(seconds: float, cfg: DanceConfig) -> int:
+    """Samples per training crop: ``seconds`` at 44.1 kHz, rounded UP to a length the net accepts.
+
+    That is a multiple of ``cfg.length_multiple`` (2**(depth-1)) and at least ``cfg.min_length``;
+    e.g. 1.486 s with the published depth 14 gives 65536 samples.
+    """
+    return padded_length(cfg, math.ceil(round(seconds * SAMPLE_RATE, 6)))
+
+
+def crash_sigma(u: Tensor) -> Tensor:
+    """Harmonai's "crash" schedule: uniform ``u`` in [0, 1] -> sigma = asin(sin(u pi / 2)^2) * 2 / pi.
+
+    It keeps sigma in [0, 1] but draws low noise levels more often (u = 0.5 gives 1/3).
+    """
+    return torch.asin(torch.sin(u * (math.pi / 2)) ** 2) * (2 / math.pi)
+
+
+def _stereo_audio_summary(tag: str, audio: Tensor) -> Summary:
+    """A TensorBoard audio summary holding ``audio`` (2, T) as a 16-bit stereo wav."""
+    pcm = (audio.float().clamp(-1, 1).t().numpy() * np.iinfo(np.int16).max).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(audio.shape[0])
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+    encoded = Summary.Audio(
+        sample_rate=SAMPLE_RATE,
+        num_channels=audio.shape[0],
+        length_frames=audio.shape[1],
+        encoded_audio_string=buffer.getvalue(),
+        content_type="audio/wav",
+    )
+    return Summary(value=[Summary.Value(tag=tag, audio=encoded)])
+
+
+def _spectrogram_image(audio: Tensor) -> Tensor:
+    """(1, H, W) image of ``audio`` (C, T): dB below the peak magnitude (80 dB range), channels stacked."""
+    window = torch.hann_window(1024)
+    spec = torch.stft(audio.float(), 1024, 256, window=window, pad_mode="constant", return_complex=True).abs()
+    decibels = 20 * torch.log10(spec / spec.max().clamp_min(1e-8) + 1e-8)
+    image = decibels.clamp(-80, 0).add(80).div(80).flip(1)
+    return image.reshape(1, -1, image.shape[-1])
+
+
+class DanceTrainingModule(pl.LightningModule):
+    """Trains a :class:`DanceUNet` (``diffusion``) on stereo crops, keeping an EMA copy (``diffusion_ema``)."""
+
+    def __init__(self, cfg: DanceStageConfig, run_dir: Path | None = None) -> None:
+        super().__init__()
+        self.cfg, self.run_dir = cfg, run_dir
+        self.diffusion = DanceUNet(cfg.model)
+        self.diffusion_ema = copy.deepcopy(self.diffusion).requires_grad_(False)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        sigma = crash_sigma(torch.rand(batch.shape[0], device=batch.device))
+        loss = v_loss(self.diffusion, batch, sigma=sigma)
+        check_finite(loss, self.global_step, self.run_dir)
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.diffusion.parameters(), lr=self.cfg.train.lr)
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step, then move the EMA towards the new weights (before checkpoints see this step)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        with torch.no_grad():
+            for ema, live in zip(self.diffusion_ema.parameters(), self.diffusion.parameters(), strict=True):
+                ema.lerp_(live, 1 - self.cfg.ema_decay)
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs: Any, batch: Tensor, batch_idx: int) -> None:
+        every = self.cfg.demo_every
+        stepped = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+        if every and stepped and self.global_step % every == 0 and self.trainer.is_global_zero:
+            self._log_demo(batch[:1])
+
+    def _log_demo(self, item: Tensor) -> None:
+        """Refine the mono mix of ``item`` (1, 2, T) with the EMA net; log input, stereo result, spectrogram."""
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None:
+            return
+        step = self.global_step
+        mono = item.mean(dim=1, keepdim=True)
+        generator = torch.Generator(device=self.device).manual_seed(step)
+        stereo = refine_stereo(
+            self.diffusion_ema, mono, steps=self.cfg.demo_steps, init_strength=self.cfg.init_strength, generator=generator
+        )[0].float().cpu()
+        experiment.add_audio("demo/mono_input", mono[0].float().cpu().clamp(-1, 1), step, sample_rate=SAMPLE_RATE)
+        experiment.file_writer.add_summary(_stereo_audio_summary("demo/stereo", stereo), step)
+        experiment.add_image("demo/spectrogram", _spectrogram_image(stereo), step)
+
+
+def dance_section(module: DanceTrainingModule) -> dict[str, Any]:
+    """What ``dance.yaml`` records: the net's config, the sample rate and the steps trained."""
+    return {"model": to_dict(module.cfg.model), "sample_rate": SAMPLE_RATE, "steps": int(module.global_step)}
+
+
+def export_dance(module: pl.LightningModule, run_dir: Path) -> None:
+    """Write the EMA net (``dance.safetensors``) and its section (``dance.yaml``) into the run folder."""
+    assert isinstance(module, DanceTrainingModule)
+    save_stage(module.diffusion_ema, run_dir, STAGE, dance_section(module))
+
+
+def train_dance(
+    data_dir: str | os.PathLike[str],
+    config_path: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    max_steps: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume training) the Dance-Diffusion stage on a folder of audio; returns the run folder.
+
+    Crops are stereo (mono files duplicated) of ``train.sample_seconds`` rounded up by
+    :func:`crop_length`. The run folder doubles as the stage: ``dance.safetensors`` (EMA
+    weights) + ``dance.yaml`` are refreshed at every checkpoint (:func:`upsampler.dance_refiner.load_dance`).
+    """
+    cfg = load_dance_config(config_path)
+    folder = scan_audio_folder(data_dir)
+    run = Path(run_dir)
+    resume = prepare_run_dir(run, load_yaml(config_path), str(config_path))
+    length = crop_length(cfg.train.sample_seconds, cfg.model)
+    logger.info(
+        "training the dance stage on %d file(s), %.1f min of audio, in crops of %d samples (%.3f s: sample_seconds"
+        " rounded up to a multiple of %d)",
+        len(folder.files), folder.seconds / 60, length, length / SAMPLE_RATE, cfg.model.length_multiple,
+    )
+    if resume:
+        logger.info("resuming from %s", resume)
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    data = RandomCrops(folder, length, channels=2, seed=cfg.train.seed, stream=checkpoint_step(resume))
+    loader = DataLoader(
+        data, batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0
+    )
+    module = DanceTrainingModule(cfg, run)
+    module.hparams.update(to_dict(cfg))
+    trainer = build_trainer(
+        run, cfg.train, export_dance, max_steps=max_steps, accelerator=accelerator,
+        devices=devices, strategy=strategy, precision=precision, progress=progress,
+    )
+    trainer.fit(module, loader, ckpt_path=resume)
+    return run
