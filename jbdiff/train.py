@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
 from jbdiff.config import load_yaml, to_dict
 from jbdiff.errors import JbdiffError
 from jbdiff.stage_io import save_stage
-from jbdiff.training import build_trainer, checkpoint_step, prepare_run_dir
+from jbdiff.training import checkpoint_step, fit_stage, prepare_run_dir
 from levels.codec_config import CodecConfig, load_codec_config
 from levels.codec_io import load_codec
 from levels.codec_training import CodecTrainingModule, export_codec
@@ -59,16 +58,11 @@ def train_codec(
     data = RandomCrops(
         folder, _crop_length(cfg.train.sample_seconds, max(cfg.model.hops)), seed=cfg.train.seed, stream=checkpoint_step(resume)
     )
-    loader = DataLoader(
-        data, batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0
-    )
     module = CodecTrainingModule(cfg, run)
-    module.hparams.update(to_dict(cfg))
-    trainer = build_trainer(
-        run, cfg.train, export_codec, max_steps=max_steps, accelerator=accelerator,
-        devices=devices, strategy=strategy, precision=precision, progress=progress,
+    fit_stage(
+        module, data, run, cfg.train, export_codec, resume=resume, hparams=to_dict(cfg), max_steps=max_steps,
+        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, progress=progress,
     )
-    trainer.fit(module, loader, ckpt_path=resume)
     return run
 
 
@@ -120,21 +114,16 @@ def train_level(
     data = LatentWindows(
         shards, level, model.window, model.context_mult, residual=residual, seed=cfg.train.seed, stream=checkpoint_step(resume)
     )
-    loader = DataLoader(
-        data, batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0
-    )
     codebook = codec.codes_to_latents(level, torch.arange(codec.cfg.l_bins)[None])[0].t().contiguous()
     module = LevelTrainingModule(cfg, level, codebook, residual=residual, run_dir=run, demo_codec=codec)
-    module.hparams.update(to_dict(cfg))
     fingerprint = codec.fingerprint()
 
     def export(trained: pl.LightningModule, folder: Path) -> None:
         assert isinstance(trained, LevelTrainingModule)
         save_stage(trained.ema, folder, stage, level_section(trained, fingerprint))
 
-    trainer = build_trainer(
-        run, cfg.train, export, max_steps=max_steps, accelerator=accelerator,
-        devices=devices, strategy=strategy, precision=precision, progress=progress,
+    fit_stage(
+        module, data, run, cfg.train, export, resume=resume, hparams=to_dict(cfg), max_steps=max_steps,
+        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, progress=progress,
     )
-    trainer.fit(module, loader, ckpt_path=resume)
     return run

@@ -20,6 +20,7 @@ import yaml
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, IterableDataset
 
 from jbdiff.atomic import atomic_path, remove_stale_parts
 from jbdiff.config import TrainConfig, load_yaml
@@ -96,6 +97,37 @@ def checkpoint_step(path: Path | None) -> int:
     if path is None:
         return 0
     return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+def fit_stage(
+    module: pl.LightningModule,
+    data: IterableDataset,  # type: ignore[type-arg]
+    run_dir: Path,
+    train: TrainConfig,
+    export: Callable[[pl.LightningModule, Path], None],
+    *,
+    resume: Path | None = None,
+    hparams: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    progress: bool = True,
+) -> None:
+    """Train ``module`` on batches of ``data`` until ``max_steps``, resuming from ``resume``.
+
+    ``hparams`` (the stage's config) is logged with the run; ``export`` writes the stage's
+    weights at every checkpoint.
+    """
+    loader = DataLoader(data, batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
+    if hparams:
+        module.hparams.update(hparams)
+    trainer = build_trainer(
+        run_dir, train, export, max_steps=max_steps, accelerator=accelerator,
+        devices=devices, strategy=strategy, precision=precision, progress=progress,
+    )
+    trainer.fit(module, loader, ckpt_path=resume)
 
 
 def build_trainer(

@@ -134,7 +134,7 @@ class _Item(nn.Module):
 
 
 class ResnetItem(_Item):
-    """Two conv blocks plus identity (keys ``block.blocks.0.blocks.{0,1}``)."""
+    """Two conv blocks (both dilated alike) plus identity (keys ``block.blocks.0.blocks.{0,1}``)."""
 
     def __init__(self, channels: int, groups: int, dilation: int, dropout: float) -> None:
         super().__init__()

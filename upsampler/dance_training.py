@@ -27,14 +27,13 @@ from pytorch_lightning.core.optimizer import LightningOptimizer
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
 
 from jbdiff import SAMPLE_RATE
 from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
 from jbdiff.config import TrainConfig, load_config, load_yaml, to_dict
 from jbdiff.diffusion import v_loss
 from jbdiff.stage_io import save_stage
-from jbdiff.training import build_trainer, check_finite, checkpoint_step, prepare_run_dir
+from jbdiff.training import check_finite, checkpoint_step, fit_stage, prepare_run_dir
 from upsampler.dance_refiner import STAGE, padded_length, refine_stereo
 from upsampler.dance_unet import DanceConfig, DanceUNet
 
@@ -227,14 +226,9 @@ def train_dance(
         logger.info("resuming from %s", resume)
     pl.seed_everything(cfg.train.seed, verbose=False)
     data = RandomCrops(folder, length, channels=2, seed=cfg.train.seed, stream=checkpoint_step(resume))
-    loader = DataLoader(
-        data, batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0
-    )
     module = DanceTrainingModule(cfg, run)
-    module.hparams.update(to_dict(cfg))
-    trainer = build_trainer(
-        run, cfg.train, export_dance, max_steps=max_steps, accelerator=accelerator,
-        devices=devices, strategy=strategy, precision=precision, progress=progress,
+    fit_stage(
+        module, data, run, cfg.train, export_dance, resume=resume, hparams=to_dict(cfg), max_steps=max_steps,
+        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, progress=progress,
     )
-    trainer.fit(module, loader, ckpt_path=resume)
     return run
