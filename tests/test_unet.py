@@ -115,6 +115,9 @@ def test_matches_reference_without_cfg(kwargs: dict[str, Any]) -> None:
 def test_matches_reference_with_cfg(mask_proba: float, scale: float) -> None:
     ref, ours = matched_pair(SMALL_CFG)
     x, time, embedding = inputs(ours.config, batch=6, length=64, context=20)
+    if 0.0 < mask_proba < 1.0:  # this seed drops some batch elements and keeps others
+        dropped = torch.bernoulli(torch.full((6,), mask_proba), generator=torch.Generator().manual_seed(123)).sum()
+        assert 0 < dropped < 6
     with torch.no_grad():
         torch.manual_seed(123)  # the reference draws its mask from the global generator
         expected = ref(x, time, embedding=embedding, embedding_mask_proba=mask_proba, embedding_scale=scale)
