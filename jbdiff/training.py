@@ -127,6 +127,8 @@ def fit_stage(
         run_dir, train, export, max_steps=max_steps, accelerator=accelerator,
         devices=devices, strategy=strategy, precision=precision, progress=progress,
     )
+    if trainer.world_size > 1 and trainer.is_global_zero:
+        logger.info("training on %d processes (%s)", trainer.world_size, type(trainer.strategy).__name__)
     trainer.fit(module, loader, ckpt_path=resume)
 
 
@@ -142,7 +144,12 @@ def build_trainer(
     precision: str | None = None,
     progress: bool = True,
 ) -> pl.Trainer:
-    """A Lightning Trainer with atomic checkpoints, TensorBoard logs and a progress bar."""
+    """A Lightning Trainer with atomic checkpoints, TensorBoard logs and a progress bar.
+
+    Lightning's own info lines (hardware summary, tips) are silenced; jbdiff logs what matters.
+    """
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")

@@ -108,7 +108,7 @@ def test_ddp_two_cpu_processes(music_dir: Path, fast_config: Path, tmp_path: Pat
         capture_output=True, text=True, check=False, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert "training on 2 processes (DDPStrategy)" in result.stdout + result.stderr
     assert _step(run) == 2
     load_codec(run)
 
