@@ -21,7 +21,6 @@ import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,34 +31,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from harness import MB, build_codec, peak_mb, rss_mb, write_result
 
-from jbdiff.atomic import atomic_path
 from jbdiff.synth import synth_music
 from levels.codec import Codec
-from levels.vqvae import VQVAE, VQVAEConfig
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "codec.json"
 SR = Codec.sample_rate
 RUNS = 3
 DECODE_SLICE_SECONDS = 30.0
-MB = 1e6
 
 
 def threads() -> int:
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0))
-
-
-def build_codec() -> Codec:
-    """The 5b architecture with random weights and codebooks drawn from a 1 s synthetic clip."""
-    torch.manual_seed(0)
-    vqvae = VQVAE(VQVAEConfig())
-    vqvae.train()
-    with torch.no_grad():
-        vqvae(torch.from_numpy(synth_music(1.0))[None])
-    codec = Codec(vqvae).eval()
-    codec.refresh_normalisation()
-    return codec
 
 
 def median_seconds(work: Callable[[], object]) -> float:
@@ -92,18 +77,6 @@ def bench_speed(codec: Codec, seconds: float) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def rss_mb() -> float:
-    """Current resident memory of this process."""
-    with open("/proc/self/status") as status:
-        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return kb * 1e3 / MB
-
-
-def peak_mb() -> float:
-    """Peak resident memory of this process so far (``ru_maxrss``, kB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3 / MB
 
 
 def memory_child(seconds: float) -> dict[str, Any]:
@@ -254,10 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         "notes": notes(codec.chunk_seconds),
     }
     print(format_tables(result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

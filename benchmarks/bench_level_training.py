@@ -22,7 +22,6 @@ Everything runs on the CPU with one torch thread, for a stable comparison on a s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,16 +34,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from harness import build_codec, write_result
 
 from jbdiff import SAMPLE_RATE
-from jbdiff.atomic import atomic_path
 from jbdiff.audio import audio_info, load_audio, save_audio
 from jbdiff.synth import synth_music
 from levels.codec import Codec
 from levels.denoiser_training import LevelTrainingModule, load_level_config
 from levels.latent_dataset import LatentWindows
 from levels.latent_shards import LatentShards, encode_folder
-from levels.vqvae import VQVAE, VQVAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "level_training.json"
@@ -65,18 +63,6 @@ class Plan:
 
 QUICK = Plan(files=2, seconds=5.0, warmup=2, steps=7)
 FULL = Plan(files=4, seconds=15.0, warmup=3, steps=25)
-
-
-def build_codec() -> Codec:
-    """The 5b architecture with random weights and codebooks drawn from a 1 s synthetic clip."""
-    torch.manual_seed(0)
-    vqvae = VQVAE(VQVAEConfig())
-    vqvae.train()
-    with torch.no_grad():
-        vqvae(torch.from_numpy(synth_music(1.0))[None])
-    codec = Codec(vqvae).eval()
-    codec.refresh_normalisation()
-    return codec
 
 
 def write_music(folder: Path, plan: Plan) -> list[Path]:
@@ -308,10 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         "notes": notes(),
     }
     print(format_table(result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,16 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from harness import MB, peak_mb, rss_mb, write_result
 from torch import nn
 
-from jbdiff.atomic import atomic_path
 from jbdiff.unet import UNet1d, UNetConfig
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "unet.json"
 VARIANTS = ("reference", "ours", "ours+ckpt")
 CONTEXT_LENGTH = 1536
 WARMUP_LENGTH = 64
-MB = 1e6
 JBDIFF_V1: dict[str, Any] = {
     "in_channels": 64,
     "channels": (64, 128, 128, 256, 256, 512, 512, 1024, 1024),
@@ -70,18 +68,6 @@ ROUNDS = {768: 5, 3072: 3}  # timing rounds per length; other lengths: the memor
 def threads() -> int:
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0))
-
-
-def rss_mb() -> float:
-    """Current resident memory of this process."""
-    with open("/proc/self/status") as status:
-        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return kb * 1e3 / MB
-
-
-def peak_mb() -> float:
-    """Peak resident memory of this process so far (``ru_maxrss``, kB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3 / MB
 
 
 def reference_unet(**kwargs: Any) -> nn.Module:
@@ -273,10 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
     }
     print(format_table(result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":
