@@ -84,10 +84,9 @@ def cmd_train_dance(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
+    from jbdiff.device import resolve_device
     from levels.codec_io import load_codec
     from levels.latent_shards import encode_folder
-
-    from jbdiff.device import resolve_device
 
     codec = load_codec(args.codec).to(resolve_device(args.device))
     report = encode_folder(args.data_dir, codec, args.out, codec_source=str(args.codec), progress=not args.no_progress)

@@ -13,6 +13,7 @@ import torch
 
 from jbdiff.config import TrainConfig, load_config
 from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
+from jbdiff.spectrogram import spectrogram_image
 from jbdiff.training import check_finite
 from levels.codec import Codec
 
@@ -105,7 +106,4 @@ class LevelTrainingModule(pl.LightningModule):
         codec = self._demo[0].to(self.device)
         audio = codec.decode(self.level, sample)[0, 0].float().cpu()
         experiment.add_audio("demo/audio", audio[None], self.global_step, sample_rate=codec.sample_rate)
-        n_fft = min(1024, 1 << (audio.numel().bit_length() - 1))
-        spec = torch.stft(audio, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
-        image = (20 * torch.log10(spec + 1e-5)).clamp(-80, 20).add(80).div(100).flip(0)
-        experiment.add_image("demo/spectrogram", image[None], self.global_step)
+        experiment.add_image("demo/spectrogram", spectrogram_image(audio), self.global_step)

@@ -32,6 +32,7 @@ from jbdiff import SAMPLE_RATE
 from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
 from jbdiff.config import TrainConfig, load_config, load_yaml, to_dict
 from jbdiff.diffusion import v_loss
+from jbdiff.spectrogram import spectrogram_image
 from jbdiff.stage_io import save_stage
 from jbdiff.training import check_finite, checkpoint_step, fit_stage, prepare_run_dir
 from upsampler.dance_refiner import STAGE, padded_length, refine_stereo
@@ -119,15 +120,6 @@ def _stereo_audio_summary(tag: str, audio: Tensor) -> Summary:
     return Summary(value=[Summary.Value(tag=tag, audio=encoded)])
 
 
-def _spectrogram_image(audio: Tensor) -> Tensor:
-    """(1, H, W) image of ``audio`` (C, T): dB below the peak magnitude (80 dB range), channels stacked."""
-    window = torch.hann_window(1024)
-    spec = torch.stft(audio.float(), 1024, 256, window=window, pad_mode="constant", return_complex=True).abs()
-    decibels = 20 * torch.log10(spec / spec.max().clamp_min(1e-8) + 1e-8)
-    image = decibels.clamp(-80, 0).add(80).div(80).flip(1)
-    return image.reshape(1, -1, image.shape[-1])
-
-
 class DanceTrainingModule(pl.LightningModule):
     """Trains a :class:`DanceUNet` (``diffusion``) on stereo crops, keeping an EMA copy (``diffusion_ema``)."""
 
@@ -180,7 +172,7 @@ class DanceTrainingModule(pl.LightningModule):
         )[0].float().cpu()
         experiment.add_audio("demo/mono_input", mono[0].float().cpu().clamp(-1, 1), step, sample_rate=SAMPLE_RATE)
         experiment.file_writer.add_summary(_stereo_audio_summary("demo/stereo", stereo), step)
-        experiment.add_image("demo/spectrogram", _spectrogram_image(stereo), step)
+        experiment.add_image("demo/spectrogram", spectrogram_image(stereo), step)
 
 
 def dance_section(module: DanceTrainingModule) -> dict[str, Any]:
