@@ -10,8 +10,8 @@ short synthetic clip: speed and memory depend on the architecture, not on the we
 * Memory: each length runs in a fresh process that reports its resident memory after
   building the model and the input (baseline) and its peak (``ru_maxrss``) after encoding
   all levels and then decoding each level in slices of the codes, dropping each slice's
-  audio. The growth (peak - baseline) should not depend on the length beyond the codes
-  and one padded copy of the input, which are O(length).
+  audio. The growth (peak - baseline) should not depend on the length beyond the codes,
+  which are O(length).
 """
 
 from __future__ import annotations
@@ -128,9 +128,8 @@ def notes(chunk_seconds: float) -> list[str]:
         ),
         (
             "held above the baseline (model + input array): one chunk's activations, the codes of all levels"
-            " (kept to the end; a second copy while a level's chunks are concatenated) and the zero-padded copy"
-            " of the whole input that encode_codes makes. Only the codes and that copy (sizes in the codes and"
-            " input columns) grow with the length."
+            " (kept to the end; a second copy while a level's chunks are concatenated). Only the codes (size in"
+            " the codes column) grow with the length; encode_codes pads the input chunk by chunk."
         ),
         (
             "decoding a whole level at once returns frames * hop * 4 bytes (106 MB for 10 min at any level),"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import MB, peak_mb, rss_mb, write_result
+from harness import peak_mb, rss_mb, write_result
 from torch import nn
 
 from jbdiff.unet import UNet1d, UNetConfig

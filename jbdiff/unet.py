@@ -20,6 +20,11 @@ Beyond the reference, all keeping the key names: attention is computed with
 a fused kernel), resnet convs can be dilated (``resnet_dilation_factor ** j`` for the j-th
 resnet of a level's down or up path, as in Jukebox-Diffusion v1), resnet blocks can apply
 dropout before each conv, and each level's down and up paths can be gradient-checkpointed.
+
+``resnet_style="v1-fork"`` instead builds resnets as jmoso13/a-unet@add_dilation does (what
+Jukebox-Diffusion v1 trained with): each conv block is GroupNorm, SiLU, Dropout, Conv (the conv is
+``.3``) and only a resnet's first conv is 3 wide and dilated, the second is 1x1. v1 checkpoints
+load into it as saved.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["UNet1d", "UNetConfig"]
+__all__ = ["RESNET_STYLES", "UNet1d", "UNetConfig"]
+
+RESNET_STYLES = ("a-unet", "v1-fork")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class UNetConfig:
     resnet_dilation_factor: int = 1
     resnet_dropout_rate: float = 0.0
     gradient_checkpointing: bool = False
+    # "a-unet" (a-unet 0.0.16) or "v1-fork" (jmoso13/a-unet@add_dilation; other keys and shapes).
+    resnet_style: str = "a-unet"
 
     def __post_init__(self) -> None:
         levels = len(self.channels)
@@ -85,6 +94,8 @@ class UNetConfig:
             raise ValueError("resnet_dilation_factor must be >= 1")
         if not 0.0 <= self.resnet_dropout_rate < 1.0:
             raise ValueError("resnet_dropout_rate must be in [0, 1)")
+        if self.resnet_style not in RESNET_STYLES:
+            raise ValueError(f"resnet_style must be one of {RESNET_STYLES}, got {self.resnet_style!r}")
 
     @property
     def total_factor(self) -> int:
@@ -124,6 +135,18 @@ class ConvBlock(nn.Sequential):
         return conv(F.dropout(act(norm(x)), self.dropout, self.training))
 
 
+class ForkConvBlock(nn.Sequential):
+    """GroupNorm, SiLU, Dropout, Conv1d as the v1 fork builds them (keys ``0.*`` and ``3.*``)."""
+
+    def __init__(self, channels: int, groups: int, kernel_size: int, dilation: int, dropout: float) -> None:
+        super().__init__(
+            nn.GroupNorm(groups, channels),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation),
+        )
+
+
 class _Item(nn.Module):
     """One step of a level's path; ``tokens`` items take (B, T, C) instead of (B, C, T)."""
 
@@ -134,12 +157,22 @@ class _Item(nn.Module):
 
 
 class ResnetItem(_Item):
-    """Two conv blocks (both dilated alike) plus identity (keys ``block.blocks.0.blocks.{0,1}``)."""
+    """Two conv blocks plus identity (keys ``block.blocks.0.blocks.{0,1}``).
 
-    def __init__(self, channels: int, groups: int, dilation: int, dropout: float) -> None:
+    ``style`` "a-unet": both convs 3 wide and dilated alike; "v1-fork": a dilated 3-wide
+    :class:`ForkConvBlock`, then a 1x1 one.
+    """
+
+    def __init__(self, channels: int, groups: int, dilation: int, dropout: float, style: str) -> None:
         super().__init__()
-        convs = _Blocks(*(ConvBlock(channels, groups, dilation, dropout) for _ in range(2)))
-        self.block = _Blocks(convs)
+        if style == "v1-fork":
+            blocks: tuple[nn.Module, ...] = (
+                ForkConvBlock(channels, groups, 3, dilation, dropout),
+                ForkConvBlock(channels, groups, 1, 1, dropout),
+            )
+        else:
+            blocks = tuple(ConvBlock(channels, groups, dilation, dropout) for _ in range(2))
+        self.block = _Blocks(_Blocks(*blocks))
 
     def forward(self, x: Tensor, features: Tensor, embedding: Tensor | None) -> Tensor:
         first, second = self.block.blocks[0].blocks
@@ -249,7 +282,7 @@ class UNetLevel(nn.Module):
 
         def group(dilation: int) -> list[_Item]:
             return [
-                ResnetItem(channels, cfg.resnet_groups, dilation, cfg.resnet_dropout_rate),
+                ResnetItem(channels, cfg.resnet_groups, dilation, cfg.resnet_dropout_rate, cfg.resnet_style),
                 ModulationItem(channels, cfg.modulation_features),
                 *(attention(None) for _ in range(cfg.attentions[depth])),
                 *(attention(cfg.embedding_features) for _ in range(cfg.cross_attentions[depth])),

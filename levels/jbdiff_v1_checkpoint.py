@@ -8,11 +8,12 @@ under the two aliases, plus ``vqvae.*`` in the layout of OpenAI's ``vqvae.pth.ta
 (it is commented out) and no ``hyper_parameters`` (``save_hyperparameters`` is never called): the
 architecture is the one in ``jbdiff-v1.yaml``, :data:`V1_DENOISER`.
 
-The UNet was built with jmoso13/a-unet@add_dilation, whose resnets differ from a-unet 0.0.16 (the
-layout of :class:`~jbdiff.unet.UNet1d`): each conv block is GroupNorm, SiLU, Dropout, Conv (the conv
-is ``.3``, not ``.2``) and only a resnet's first conv is 3 wide and dilated, the second is 1x1.
-:func:`unet_state_from_v1` renames those convs and zero-pads the 1x1 kernels to UNet1d's 3-wide ones
-(centre tap), which computes the same function.
+The UNet was built with jmoso13/a-unet@add_dilation, whose resnets differ from a-unet 0.0.16: each
+conv block is GroupNorm, SiLU, Dropout, Conv (the conv is ``.3``, not ``.2``) and only a resnet's first
+conv is 3 wide and dilated, the second is 1x1. :data:`V1_DENOISER` builds them that way
+(``resnet_style="v1-fork"``), so its files load as saved. For a ``resnet_style="a-unet"`` target,
+:func:`unet_state_from_v1` renames those convs and zero-pads the 1x1 kernels to 3-wide ones (centre
+tap), which computes the same function.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ V1_DENOISER = DenoiserConfig(
         embedding_max_length=1536,
         use_embedding_cfg=True,
         resnet_dilation_factor=3,
+        resnet_style="v1-fork",
     ),
     window=768,
     context_mult=2,
@@ -67,8 +69,11 @@ def _state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
 def unet_state_from_v1(state: Mapping[str, torch.Tensor], net: UNet1d) -> dict[str, torch.Tensor]:
     """``state`` (UNetV0 keys as jmoso13/a-unet@add_dilation names them) renamed and reshaped for ``net``.
 
-    Every other key passes through unchanged, so a state in the a-unet 0.0.16 layout is returned as is.
+    ``net`` must have ``resnet_style="a-unet"``. Every other key passes through unchanged, so a state
+    in the a-unet 0.0.16 layout is returned as is.
     """
+    if net.config.resnet_style != "a-unet":
+        raise ValueError(f"net has resnet_style={net.config.resnet_style!r}; only 'a-unet' needs converting")
     out = dict(state)
     for name, module in net.named_modules():
         if not isinstance(module, ResnetItem):
@@ -87,8 +92,10 @@ def unet_state_from_v1(state: Mapping[str, torch.Tensor], net: UNet1d) -> dict[s
 def load_jbdiff_v1_level(path: str | os.PathLike[str], cfg: DenoiserConfig | None = None) -> LatentDenoiser:
     """A denoiser (``cfg``, default :data:`V1_DENOISER`) holding the UNet of a v1 level checkpoint.
 
-    ``vqvae.*`` and the UNet's aliases are skipped; any other key that does not fit is refused by
-    name with JbdiffError. The denoiser is returned in eval mode.
+    The weights load as saved into a ``resnet_style="v1-fork"`` UNet and through
+    :func:`unet_state_from_v1` into an "a-unet" one. ``vqvae.*`` and the UNet's aliases are skipped;
+    any other key that does not fit is refused by name with JbdiffError. The denoiser is returned in
+    eval mode.
     """
     state = _state_dict(path)
     if not any(key.startswith(NET_PREFIX) for key in state):
@@ -96,7 +103,9 @@ def load_jbdiff_v1_level(path: str | os.PathLike[str], cfg: DenoiserConfig | Non
     skipped = (*ALIAS_PREFIXES, VQVAE_PREFIX)
     unet = strip_prefix({k: v for k, v in state.items() if not k.startswith(skipped)}, NET_PREFIX)
     denoiser = LatentDenoiser(cfg or V1_DENOISER)
-    load_strict(denoiser.net, unet_state_from_v1(unet, denoiser.net), f"{path} ({NET_PREFIX}*)")
+    if denoiser.net.config.resnet_style == "a-unet":
+        unet = unet_state_from_v1(unet, denoiser.net)
+    load_strict(denoiser.net, unet, f"{path} ({NET_PREFIX}*)")
     return denoiser.eval()
 
 

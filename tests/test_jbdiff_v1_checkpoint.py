@@ -22,7 +22,12 @@ from jbdiff.errors import JbdiffError
 from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
 from jbdiff.unet import UNet1d, UNetConfig
 from levels.denoiser_training import load_level_config
-from levels.jbdiff_v1_checkpoint import V1_DENOISER, load_jbdiff_v1_level, unet_state_from_v1, vqvae_from_jbdiff_v1
+from levels.jbdiff_v1_checkpoint import (
+    V1_DENOISER,
+    load_jbdiff_v1_level,
+    unet_state_from_v1,
+    vqvae_from_jbdiff_v1,
+)
 from levels.vqvae import VQVAE, VQVAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +47,12 @@ SMALL = DenoiserConfig(
         resnet_groups=4,
         modulation_features=32,
         resnet_dilation_factor=3,
+        resnet_style="v1-fork",
     ),
     window=16,
     context_mult=2,
 )
+SMALL_AUNET = dataclasses.replace(SMALL, unet=dataclasses.replace(SMALL.unet, resnet_style="a-unet"))
 UNET_V0_ARGS = (
     "in_channels", "channels", "factors", "items", "attentions", "cross_attentions", "attention_heads",
     "attention_features", "embedding_features", "embedding_max_length", "use_embedding_cfg", "resnet_groups",
@@ -132,7 +139,7 @@ def write_v1_checkpoint(path: Path, diffusion: dict[str, Tensor], vqvae: dict[st
 
 
 def our_layout_state(denoiser: LatentDenoiser) -> dict[str, Tensor]:
-    """``DiffusionModel``'s three copies of the UNet, from our own network (a-unet 0.0.16 layout)."""
+    """``DiffusionModel``'s three copies of the UNet, from our own network (in its ``resnet_style``)."""
     net = denoiser.net.state_dict()
     return {f"{prefix}{k}": v for prefix in ("net.", "diffusion.net.", "sampler.net.") for k, v in net.items()}
 
@@ -153,31 +160,49 @@ def test_default_is_the_full_level_config(level: int) -> None:
     assert model == dataclasses.replace(V1_DENOISER, unet=dataclasses.replace(V1_DENOISER.unet, **training_only))
 
 
-def test_v1_layout_converts_to_the_default_unet() -> None:
+def shapes(state: dict[str, Tensor]) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in state.items()}
+
+
+@pytest.mark.parametrize("cfg", [V1_DENOISER.unet, SMALL.unet], ids=["v1", "small"])
+def test_v1_fork_style_has_the_v1_layout(cfg: UNetConfig) -> None:
     with torch.device("meta"):
-        reference = v1_diffusion_model(V1_DENOISER.unet).net
-        ours = UNet1d(V1_DENOISER.unet)
-    converted = unet_state_from_v1(reference.state_dict(), ours)
-    assert {k: v.shape for k, v in converted.items()} == {k: v.shape for k, v in ours.state_dict().items()}
+        reference = v1_diffusion_model(cfg).net
+        ours = UNet1d(cfg)
+    assert shapes(ours.state_dict()) == shapes(reference.state_dict())
     assert any(k.endswith(".blocks.1.3.weight") and v.shape[-1] == 1 for k, v in reference.state_dict().items())
+    dropouts = [[n for n, m in net.named_modules() if isinstance(m, nn.Dropout)] for net in (ours, reference)]
+    assert dropouts[0] == dropouts[1] and dropouts[0]
 
 
-def test_loads_a_v1_checkpoint(tmp_path: Path) -> None:
+def test_v1_layout_converts_to_the_a_unet_style() -> None:
+    cfg = dataclasses.replace(V1_DENOISER.unet, resnet_style="a-unet")
+    with torch.device("meta"):
+        reference = v1_diffusion_model(cfg).net
+        ours = UNet1d(cfg)
+        fork = UNet1d(V1_DENOISER.unet)
+    assert shapes(unet_state_from_v1(reference.state_dict(), ours)) == shapes(ours.state_dict())
+    with pytest.raises(ValueError, match="resnet_style='v1-fork'"):
+        unet_state_from_v1(reference.state_dict(), fork)
+
+
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_AUNET], ids=["v1-fork", "a-unet"])
+def test_loads_a_v1_checkpoint(tmp_path: Path, cfg: DenoiserConfig) -> None:
     torch.manual_seed(0)
-    reference = perturb_(v1_diffusion_model(SMALL.unet)).eval()
+    reference = perturb_(v1_diffusion_model(cfg.unet)).eval()
     path = write_v1_checkpoint(tmp_path / "v1.ckpt", reference.state_dict(), tiny_vqvae_state())
-    denoiser = load_jbdiff_v1_level(path, SMALL)
+    denoiser = load_jbdiff_v1_level(path, cfg)
     assert isinstance(denoiser, LatentDenoiser) and not denoiser.training
     for kwargs in ({}, {"embedding_mask_proba": 1.0}, {"embedding_scale": 2.5}):
-        torch.testing.assert_close(outputs(denoiser.net, SMALL, **kwargs), outputs(reference.net, SMALL, **kwargs))
+        torch.testing.assert_close(outputs(denoiser.net, cfg, **kwargs), outputs(reference.net, cfg, **kwargs))
 
 
 def test_loads_the_unforked_layout(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    source = perturb_(LatentDenoiser(SMALL)).eval()
+    source = perturb_(LatentDenoiser(SMALL_AUNET)).eval()
     path = write_v1_checkpoint(tmp_path / "plain.ckpt", our_layout_state(source), tiny_vqvae_state())
-    denoiser = load_jbdiff_v1_level(path, SMALL)
-    assert torch.equal(outputs(denoiser.net, SMALL), outputs(source.net, SMALL))
+    denoiser = load_jbdiff_v1_level(path, SMALL_AUNET)
+    assert torch.equal(outputs(denoiser.net, SMALL_AUNET), outputs(source.net, SMALL_AUNET))
 
 
 @pytest.mark.parametrize(

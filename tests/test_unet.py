@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import types
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from jbdiff.config import from_dict
-from jbdiff.unet import ConvBlock, ResnetItem, UNet1d, UNetConfig
+from jbdiff.unet import ConvBlock, ForkConvBlock, ResnetItem, UNet1d, UNetConfig
 
 SMALL: dict[str, Any] = {
     "in_channels": 4,
@@ -172,6 +173,25 @@ def test_extras_keep_the_layout_and_take_effect() -> None:
         assert not torch.equal(extra(x, time, embedding), extra(x, time, embedding))
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_v1_fork_style_builds_the_fork_resnets(dropout: float) -> None:
+    plain = UNet1d(UNetConfig(**SMALL_CFG))
+    fork = UNet1d(UNetConfig(**SMALL_CFG, resnet_dilation_factor=3, resnet_dropout_rate=dropout, resnet_style="v1-fork"))
+    convs = re.compile(r"(\.block\.blocks\.0\.blocks\.[01])\.2\.")  # a-unet resnet convs; the fork's are .3
+    assert list(fork.state_dict()) == [convs.sub(r"\1.3.", k) for k in plain.state_dict()]
+    level = fork.core.net.inner  # depth 1: items=2, so dilations 1, 3 down and again up
+    assert level is not None
+    resnets = [m.block.blocks[0].blocks for m in level.block.blocks if isinstance(m, ResnetItem)]
+    assert all(isinstance(c, ForkConvBlock) and isinstance(c[2], nn.Dropout) for r in resnets for c in r)
+    assert all(c[2].p == dropout for r in resnets for c in r)
+    assert [(r[0][3].kernel_size[0], r[0][3].dilation[0], r[1][3].kernel_size[0]) for r in resnets] == [
+        (3, 1, 1), (3, 3, 1), (3, 1, 1), (3, 3, 1)
+    ]  # fmt: skip
+    x, time, embedding = inputs(fork.config, batch=2, length=64, context=12)
+    with torch.no_grad():
+        assert fork.eval()(x, time, embedding).shape == x.shape
+
+
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     grads = []
     for checkpointing in (False, True):
@@ -190,7 +210,8 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
 
 def test_config_from_yaml_style_dict() -> None:
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in JBDIFF_V1.items()}
-    cfg = from_dict(UNetConfig, {**data, "resnet_dilation_factor": 3, "resnet_dropout_rate": 0.05})
+    extras = {"resnet_dilation_factor": 3, "resnet_dropout_rate": 0.05, "resnet_style": "v1-fork"}
+    cfg = from_dict(UNetConfig, {**data, **extras})
     assert cfg.channels == JBDIFF_V1["channels"] and cfg.total_factor == 16
     assert UNetConfig(**SMALL).attentions == (0, 0, 1, 1)
     assert UNetConfig(in_channels=2, channels=(8,), factors=(1,), items=(1,)).cross_attentions == (0,)
@@ -206,6 +227,7 @@ def test_config_from_yaml_style_dict() -> None:
         ({"use_embedding_cfg": True, "embedding_max_length": None}, "embedding_max_length"),
         ({"resnet_dilation_factor": 0}, "resnet_dilation_factor"),
         ({"resnet_dropout_rate": 1.0}, "resnet_dropout_rate"),
+        ({"resnet_style": "fork"}, "resnet_style must be one of"),
     ],
 )
 def test_config_rejects_bad_values(bad: dict[str, Any], match: str) -> None:
