@@ -11,11 +11,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from jbdiff import __version__
 from jbdiff.errors import JbdiffError
-
-logger = logging.getLogger("jbdiff")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -34,6 +33,21 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _trainer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "max_steps": args.max_steps, "accelerator": args.accelerator, "devices": args.devices,
+        "strategy": args.strategy, "precision": args.precision, "progress": not args.no_progress,
+    }
+
+
+def _say_once(message: str) -> None:
+    """Print from the first process only (DDP runs the command once per process)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(message)
+
+
 def _output_path(path: str, overwrite: bool) -> Path:
     out = Path(path)
     if not out.parent.is_dir():
@@ -44,43 +58,24 @@ def _output_path(path: str, overwrite: bool) -> Path:
 
 
 def cmd_train_codec(args: argparse.Namespace) -> None:
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
     from jbdiff.train import train_codec
 
-    run = train_codec(
-        args.data, args.config, args.out, max_steps=args.max_steps, accelerator=args.accelerator,
-        devices=args.devices, strategy=args.strategy, precision=args.precision, progress=not args.no_progress,
-    )
-    if rank_zero_only.rank == 0:
-        print(f"codec saved in {run}")
+    run = train_codec(args.data, args.config, args.out, **_trainer_kwargs(args))
+    _say_once(f"codec saved in {run}")
 
 
 def cmd_train_level(args: argparse.Namespace) -> None:
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
     from jbdiff.train import train_level
 
-    run = train_level(
-        args.stage, args.latents, args.config, args.out, codec_path=args.codec, max_steps=args.max_steps,
-        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
-        progress=not args.no_progress,
-    )
-    if rank_zero_only.rank == 0:
-        print(f"{args.stage} saved in {run}")
+    run = train_level(args.stage, args.latents, args.config, args.out, codec_path=args.codec, **_trainer_kwargs(args))
+    _say_once(f"{args.stage} saved in {run}")
 
 
 def cmd_train_dance(args: argparse.Namespace) -> None:
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
     from upsampler.dance_training import train_dance
 
-    run = train_dance(
-        args.data, args.config, args.out, max_steps=args.max_steps, accelerator=args.accelerator,
-        devices=args.devices, strategy=args.strategy, precision=args.precision, progress=not args.no_progress,
-    )
-    if rank_zero_only.rank == 0:
-        print(f"dance stage saved in {run}")
+    run = train_dance(args.data, args.config, args.out, **_trainer_kwargs(args))
+    _say_once(f"dance stage saved in {run}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
