@@ -20,7 +20,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from harness import MB, build_codec, peak_mb, rss_mb, write_result
+from harness import MB, build_codec, machine_info, peak_mb, rss_mb, write_result
 
 from jbdiff.synth import synth_music
 from levels.codec import Codec
@@ -208,14 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     speed_seconds = 3.0 if args.quick else 10.0
     speed = bench_speed(codec, speed_seconds)
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine_info(load_before),
         "speed": {"seconds": speed_seconds, "runs": RUNS, "levels": speed},
         "memory": {
             "chunk_seconds": codec.chunk_seconds,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from harness import build_codec, write_result
+from harness import build_codec, machine_info, write_result
 
 from jbdiff import SAMPLE_RATE
 from jbdiff.audio import audio_info, load_audio, save_audio
@@ -282,14 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_level_training.") as workdir:
         result = benchmark(QUICK if args.quick else FULL, Path(workdir))
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine_info(load_before),
         **result,
         "notes": notes(),
     }

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import peak_mb, rss_mb, write_result
+from harness import machine_info, peak_mb, rss_mb, write_result
 from torch import nn
 
 from jbdiff.unet import UNet1d, UNetConfig
@@ -236,14 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in CONFIGS[config].items()},
         "batch": args.batch,
         "context_length": CONTEXT_LENGTH,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "torch_threads": threads(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine_info(load_before, threads()),
         "rows": rows,
         "notes": [
             (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import resource
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,18 @@ def rss_mb() -> float:
 def peak_mb() -> float:
     """Peak resident memory of this process so far (``ru_maxrss``, kB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1e3 / MB
+
+
+def machine_info(load_before: tuple[float, float, float], threads: int | None = None) -> dict[str, Any]:
+    """Platform, torch version, threads (this process's unless given) and the load average before and after."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads() if threads is None else threads,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+    }
 
 
 def build_codec() -> Codec:

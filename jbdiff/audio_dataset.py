@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from jbdiff import SAMPLE_RATE
 from jbdiff.audio import AudioError, AudioInfo, audio_info, list_audio_files, load_audio
+from jbdiff.data_seeding import stream_rng
 from jbdiff.errors import JbdiffError
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,6 @@ class RandomCrops(IterableDataset):  # type: ignore[type-arg]
         durations = np.array([info.duration for info in self.files])
         self.weights = durations / durations.sum()
 
-    def _rng(self) -> np.random.Generator:
-        worker = get_worker_info()
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        return np.random.default_rng([self.seed, rank, worker.id if worker else 0, self.stream])
-
     def crop(self, rng: np.random.Generator) -> torch.Tensor:
         """One random crop (channels, length)."""
         info = self.files[rng.choice(len(self.files), p=self.weights)]
@@ -85,6 +80,6 @@ class RandomCrops(IterableDataset):  # type: ignore[type-arg]
         return torch.from_numpy(out)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        rng = self._rng()
+        rng = stream_rng(self.seed, self.stream)
         while True:
             yield self.crop(rng)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
+from jbdiff.data_seeding import stream_rng
 from jbdiff.errors import JbdiffError
 from levels.latent_shards import LatentShards
 
@@ -37,11 +37,6 @@ class LatentWindows(IterableDataset):  # type: ignore[type-arg]
         weights = frames[self.usable] - window + 1
         self.weights = weights / weights.sum()
 
-    def _rng(self) -> np.random.Generator:
-        worker = get_worker_info()
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        return np.random.default_rng([self.seed, rank, worker.id if worker else 0, self.stream])
-
     def item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One random window."""
         index = int(self.usable[rng.choice(len(self.usable), p=self.weights)])
@@ -60,6 +55,6 @@ class LatentWindows(IterableDataset):  # type: ignore[type-arg]
         return out
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        rng = self._rng()
+        rng = stream_rng(self.seed, self.stream)
         while True:
             yield self.item(rng)
