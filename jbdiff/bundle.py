@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors.torch import load_file, save_file
 
 from jbdiff import SAMPLE_RATE, __version__
 from jbdiff.atomic import atomic_path
@@ -23,12 +24,19 @@ STAGES = ("codec", "level2", "level1", "level0", "dance")
 
 
 def export_bundle(
-    runs: dict[str, str | os.PathLike[str]], out: str | os.PathLike[str], *, data_note: str = "", overwrite: bool = False
+    runs: dict[str, str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    data_note: str = "",
+    overwrite: bool = False,
+    half: bool = False,
 ) -> Path:
     """Copy each stage from its run folder (or bundle) into ``out`` and write ``bundle.yaml``.
 
     ``runs`` maps stage names (``codec`` is required) to folders. Every level must have been
     trained on latents of this very codec (same fingerprint), or the bundle is refused.
+    ``half`` stores the diffusion stages' float weights as float16 (half the size; they load
+    into float32 models unchanged); the codec stays float32 so its codes do not change.
     """
     unknown = sorted(set(runs) - set(STAGES))
     if unknown:
@@ -52,12 +60,16 @@ def export_bundle(
         if not source.is_file():
             raise JbdiffError(f"{source}: weights not found")
         with atomic_path(target / source.name) as tmp:
-            shutil.copyfile(source, tmp)
+            if half and name != "codec":
+                save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(source)).items()}, str(tmp))
+            else:
+                shutil.copyfile(source, tmp)
     manifest: dict[str, Any] = {
         "jbdiff_version": __version__,
         "sample_rate": SAMPLE_RATE,
         "hops": sections["codec"]["hops"],
         "training_data": data_note,
+        "weights_dtype": "float16" if half else "float32",
         "stages": list(sections),
         **sections,
     }

@@ -97,7 +97,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from jbdiff.bundle import STAGES, export_bundle
 
     runs = {name: getattr(args, name) for name in STAGES if getattr(args, name)}
-    out = export_bundle(runs, args.out, data_note=args.data_note, overwrite=args.overwrite)
+    out = export_bundle(runs, args.out, data_note=args.data_note, overwrite=args.overwrite, half=args.half)
     print(f"bundle with {', '.join(runs)} written to {out}")
 
 
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="bundle folder to write")
     exp.add_argument("--data-note", default="", help="what the models were trained on (kept in bundle.yaml)")
     exp.add_argument("--overwrite", action="store_true", help="replace the stages of an existing bundle")
+    exp.add_argument("--half", action="store_true", help="store the diffusion stages as float16 (half the size)")
     exp.set_defaults(func=cmd_export)
 
     rec = sub.add_parser("reconstruct", help="encode a file at one level and decode it back")

@@ -137,6 +137,11 @@ def test_train_levels_export_resume_and_bundle(encoded: tuple[Path, Path], small
     with pytest.raises(JbdiffError, match="already exists"):
         export_bundle({"codec": codec_dir}, bundle)
 
+    half = export_bundle({"codec": codec_dir, "level0": runs["level0"]}, tmp_path / "half", half=True)
+    assert (half / "level0.safetensors").stat().st_size < 0.6 * (bundle / "level0.safetensors").stat().st_size
+    assert (half / "codec.safetensors").read_bytes() == (bundle / "codec.safetensors").read_bytes()
+    assert all(torch.allclose(v, level0[k], rtol=1e-3, atol=1e-4) for k, v in load_denoiser(half, "level0").state_dict().items())
+
 
 def test_bundle_refuses_levels_of_another_codec(encoded: tuple[Path, Path], small_config: Path, tmp_path: Path, tiny_codec: Codec) -> None:
     codec_dir, latents = encoded
