@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Build jbdiff's demo model bundle (jbdiff/demo_model/) from nothing, resuming where it stopped.
+#
+#   scripts/train_demo.sh                        # the CPU recipe the shipped bundle was built with
+#   CODEC_STEPS=20000 LEVEL_STEPS=50000 DANCE_STEPS=30000 LEVEL_SECONDS=0 THREADS=8 \
+#     TRAIN_ARGS="--accelerator gpu" scripts/train_demo.sh   # a longer run on a GPU (same sizes)
+#
+# Stages (each skipped when its run folder already holds a checkpoint at the requested step,
+# otherwise resumed from that checkpoint; intermediate files all live under $RUN, gitignored):
+#   1. corpus     apt-get install wesnoth-1.16-music (GPL-2+), unless already installed
+#   2. split      $RUN/train_audio/ and $RUN/heldout_audio/ (symlinks; scripts/demo_split.py):
+#                 the stingers victory, victory2, defeat, defeat2, silence left out; the_deep_path,
+#                 traveling_minstrels, knolls, elvish-theme, weight_of_revenge held out, never
+#                 trained on. $RUN/level_audio/ = what the latent levels train on: a
+#                 LEVEL_SECONDS-long mono excerpt from the middle of every training track
+#                 (LEVEL_SECONDS=0: the whole training tracks)
+#   3. codec      jbdiff train codec (configs/codec/tiny.yaml) on train_audio, CODEC_STEPS
+#      dance      jbdiff train dance (configs/dance/tiny.yaml) on train_audio, DANCE_STEPS;
+#                 it needs no codec, so it runs alongside the codec (at a lower priority)
+#   4. encode     jbdiff encode level_audio with the codec (a rerun encodes only new files)
+#   5. levels     jbdiff train level2|level1|level0 (tiny configs) from the shards,
+#                 LEVEL2_STEPS / LEVEL1_STEPS / LEVEL0_STEPS (default LEVEL_STEPS), all three at once
+#   6. export     jbdiff export --half into $BUNDLE (float16 diffusion stages, float32 codec)
+#   7. eval       jbdiff eval codec on heldout_audio -> $BUNDLE/eval_codec.json
+#
+# Environment: RUN (runs/demo), BUNDLE (jbdiff/demo_model), THREADS (torch threads per training
+# process, 1: the CPU is shared), ENCODE_THREADS (2; nothing else of this recipe runs then but
+# the Dance stage), TRAIN_ARGS (extra options for every `jbdiff train`, e.g.
+# "--accelerator gpu"), DEVICE (encode/eval device, auto), EVAL_SECONDS (seconds per held-out
+# track, 30). Logs: $RUN/logs/STAGE.log; wall time of every stage run: $RUN/logs/times.tsv.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUN=${RUN:-runs/demo}
+BUNDLE=${BUNDLE:-jbdiff/demo_model}
+MUSIC=/usr/share/games/wesnoth/1.16/data/core/music
+CODEC_STEPS=${CODEC_STEPS:-600}
+LEVEL_STEPS=${LEVEL_STEPS:-800}
+LEVEL2_STEPS=${LEVEL2_STEPS:-$LEVEL_STEPS}
+LEVEL1_STEPS=${LEVEL1_STEPS:-$LEVEL_STEPS}
+LEVEL0_STEPS=${LEVEL0_STEPS:-$LEVEL_STEPS}
+DANCE_STEPS=${DANCE_STEPS:-1000}
+LEVEL_SECONDS=${LEVEL_SECONDS:-40}
+THREADS=${THREADS:-1}
+ENCODE_THREADS=${ENCODE_THREADS:-2}
+TRAIN_ARGS=${TRAIN_ARGS:-}
+DEVICE=${DEVICE:-auto}
+EVAL_SECONDS=${EVAL_SECONDS:-30}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+LOGS=$RUN/logs
+mkdir -p "$LOGS"
+
+say() { echo "[train_demo $(date +%H:%M:%S)] $*"; }
+
+# The global step stored in RUN_DIR/checkpoints/last.ckpt (0 when there is none).
+trained_steps() {
+    local ckpt=$1/checkpoints/last.ckpt
+    [[ -f $ckpt ]] || { echo 0; return; }
+    python -c 'import sys, torch; print(int(torch.load(sys.argv[1], map_location="cpu", weights_only=False)["global_step"]))' "$ckpt"
+}
+
+# train STAGE STEPS ARGS...: run `jbdiff train STAGE ARGS... --max-steps STEPS` unless done
+# (at niceness $NICE when set).
+train() {
+    local stage=$1 steps=$2; shift 2
+    local done; done=$(trained_steps "$RUN/$stage")
+    if (( done >= steps )); then
+        say "$stage: already trained ($done >= $steps steps)"
+        return
+    fi
+    say "$stage: training from step $done to $steps (log: $LOGS/$stage.log)"
+    local start=$SECONDS
+    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+    nice -n "${NICE:-0}" jbdiff train "$stage" "$@" --out "$RUN/$stage" --max-steps "$steps" $TRAIN_ARGS >>"$LOGS/$stage.log" 2>&1
+    printf '%s\t%s\t%s\t%s\n' "$stage" "$done" "$steps" "$((SECONDS - start))" >>"$LOGS/times.tsv"
+    say "$stage: done in $((SECONDS - start)) s"
+}
+
+# 1. corpus
+if [[ ! -f $MUSIC/knolls.ogg ]]; then
+    say "installing wesnoth-1.16-music (147 MB)"
+    apt-get install -y --no-install-recommends wesnoth-1.16-music
+fi
+
+# 2. split
+python scripts/demo_split.py "$MUSIC" "$RUN" --excerpt-seconds "$LEVEL_SECONDS"
+
+# 3. codec, with the Dance stage alongside
+NICE=10 train dance "$DANCE_STEPS" --data "$RUN/train_audio" --config configs/dance/tiny.yaml &
+dance_pid=$!
+train codec "$CODEC_STEPS" --data "$RUN/train_audio" --config configs/codec/tiny.yaml
+
+# 4. encode
+say "encoding $RUN/level_audio (log: $LOGS/encode.log)"
+start=$SECONDS
+OMP_NUM_THREADS=$ENCODE_THREADS MKL_NUM_THREADS=$ENCODE_THREADS \
+    jbdiff encode "$RUN/level_audio" --codec "$RUN/codec" --out "$RUN/latents" --device "$DEVICE" --no-progress >>"$LOGS/encode.log" 2>&1
+printf 'encode\t-\t-\t%s\n' "$((SECONDS - start))" >>"$LOGS/times.tsv"
+tail -n 1 "$LOGS/encode.log"
+
+# 5. the three latent levels, at the same time
+pids=()
+for level in level2 level1 level0; do
+    steps_var=${level^^}_STEPS
+    train "$level" "${!steps_var}" --latents "$RUN/latents" --config "configs/$level/tiny.yaml" &
+    pids+=($!)
+done
+for pid in "${pids[@]}" "$dance_pid"; do
+    wait "$pid"
+done
+
+# 6. export
+jbdiff export --codec "$RUN/codec" --level2 "$RUN/level2" --level1 "$RUN/level1" --level0 "$RUN/level0" \
+    --dance "$RUN/dance" --out "$BUNDLE" --half --overwrite \
+    --data-note "Wesnoth 1.16 music (Debian wesnoth-1.16-music, GPL-2+), 31 tracks; held out: the_deep_path, traveling_minstrels, knolls, elvish-theme, weight_of_revenge"
+du -sh "$BUNDLE"
+
+# 7. held-out codec evaluation
+jbdiff eval codec --codec "$BUNDLE" --data "$RUN/heldout_audio" --seconds "$EVAL_SECONDS" --device "$DEVICE" \
+    --no-progress --json "$BUNDLE/eval_codec.json" | tee "$LOGS/eval_codec.log"
+say "bundle ready in $BUNDLE"
