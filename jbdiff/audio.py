@@ -49,7 +49,7 @@ _SAVE_FORMATS: dict[str, tuple[str, str, bool]] = {
     ".flac": ("FLAC", "PCM_24", False),
     ".ogg": ("OGG", "VORBIS", False),
 }
-_SAVE_PEAK = 0.999
+SAVE_PEAK = 0.999
 
 
 class AudioError(JbdiffError):
@@ -177,6 +177,21 @@ def load_audio(
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def save_format(path: str | os.PathLike[str]) -> tuple[str, str, bool]:
+    """(libsndfile format, subtype, holds peaks above 1.0) for saving to ``path``.
+
+    Raises AudioError for an unsupported extension or a missing folder.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _SAVE_FORMATS:
+        supported = ", ".join(sorted(_SAVE_FORMATS))
+        raise AudioError(f"{path}: cannot save '{path.suffix}' files; use one of {supported}")
+    if not path.parent.is_dir():
+        raise AudioError(f"{path}: the folder {path.parent} does not exist")
+    return _SAVE_FORMATS[suffix]
+
+
 def save_audio(
     path: str | os.PathLike[str],
     audio: np.ndarray | torch.Tensor,
@@ -190,12 +205,7 @@ def save_audio(
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _SAVE_FORMATS:
-        supported = ", ".join(sorted(_SAVE_FORMATS))
-        raise AudioError(f"{path}: cannot save '{path.suffix}' files; use one of {supported}")
-    if not path.parent.is_dir():
-        raise AudioError(f"{path}: the folder {path.parent} does not exist")
+    file_format, subtype, unbounded = save_format(path)
 
     if not isinstance(audio, np.ndarray):
         audio = audio.detach().cpu().float().numpy()
@@ -213,11 +223,10 @@ def save_audio(
         raise AudioError(f"{path}: the audio to save contains NaN or infinite samples")
 
     audio = audio.astype(np.float32, copy=False)
-    file_format, subtype, unbounded = _SAVE_FORMATS[suffix]
     peak = float(np.abs(audio).max())
     if not unbounded and peak > 1.0:
-        logger.warning("%s: audio peaks at %.3f, above 1.0; scaling it down to peak %.3f", path, peak, _SAVE_PEAK)
-        audio = audio * np.float32(_SAVE_PEAK / peak)
+        logger.warning("%s: audio peaks at %.3f, above 1.0; scaling it down to peak %.3f", path, peak, SAVE_PEAK)
+        audio = audio * np.float32(SAVE_PEAK / peak)
 
     try:
         with atomic_path(path) as tmp:

@@ -17,7 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from jbdiff import SAMPLE_RATE, __version__
 from jbdiff.atomic import atomic_path
+from jbdiff.config import from_dict
 from jbdiff.errors import JbdiffError
+from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.stage_io import BUNDLE_YAML, stage_section
 
 STAGES = ("codec", "level2", "level1", "level0", "dance")
@@ -30,6 +32,7 @@ def export_bundle(
     data_note: str = "",
     overwrite: bool = False,
     half: bool = False,
+    sampling: dict[str, Any] | None = None,
 ) -> Path:
     """Copy each stage from its run folder (or bundle) into ``out`` and write ``bundle.yaml``.
 
@@ -37,7 +40,11 @@ def export_bundle(
     trained on latents of this very codec (same fingerprint), or the bundle is refused.
     ``half`` stores the diffusion stages' float weights as float16 (half the size; they load
     into float32 models unchanged); the codec stays float32 so its codes do not change.
+    ``sampling`` is the bundle's recommended sampling settings (``SamplingSettings`` fields),
+    which ``jbdiff continue`` and friends start from.
     """
+    if sampling:
+        from_dict(SamplingSettings, sampling, "sampling settings")  # refuse unknown or invalid fields now
     unknown = sorted(set(runs) - set(STAGES))
     if unknown:
         raise JbdiffError(f"unknown stage(s) {', '.join(unknown)}; use {', '.join(STAGES)}")
@@ -73,6 +80,8 @@ def export_bundle(
         "stages": list(sections),
         **sections,
     }
+    if sampling:
+        manifest["sampling"] = sampling
     with atomic_path(target / BUNDLE_YAML) as tmp:
         tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return target

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jbdiff import __version__
+from jbdiff import SAMPLE_RATE, __version__
 from jbdiff.errors import JbdiffError
 
 EXIT_ERROR = 2
@@ -95,9 +95,11 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from jbdiff.bundle import STAGES, export_bundle
+    from jbdiff.config import load_yaml
 
     runs = {name: getattr(args, name) for name in STAGES if getattr(args, name)}
-    out = export_bundle(runs, args.out, data_note=args.data_note, overwrite=args.overwrite, half=args.half)
+    sampling = load_yaml(args.sampling) if args.sampling else None
+    out = export_bundle(runs, args.out, data_note=args.data_note, overwrite=args.overwrite, half=args.half, sampling=sampling)
     print(f"bundle with {', '.join(runs)} written to {out}")
 
 
@@ -131,6 +133,115 @@ def cmd_eval_codec(args: argparse.Namespace) -> None:
     if args.json:
         report.write_json(args.json)
         print(f"metrics written to {args.json}")
+
+
+STAGE_KEYS = {"2": "level2", "1": "level1", "0": "level0", "dance": "dance", "level2": "level2", "level1": "level1", "level0": "level0"}
+
+
+def _per_stage(option: str, text: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """``50`` (every stage) or ``2=50,0=8,dance=20`` -> {stage: value}."""
+    values: dict[str, Any] = {}
+    for item in text.split(","):
+        key, _, value = item.strip().rpartition("=")
+        stages = [STAGE_KEYS.get(key.strip())] if key else list(dict.fromkeys(STAGE_KEYS.values()))
+        if None in stages:
+            raise JbdiffError(f"{option}: unknown stage '{key}'; use 2, 1, 0 or dance")
+        try:
+            converted = convert(value.strip())
+        except ValueError:
+            raise JbdiffError(f"{option}: '{value}' is not a valid value") from None
+        values.update(dict.fromkeys(stages, converted))
+    return values
+
+
+def _sampling_settings(args: argparse.Namespace, defaults: Any) -> Any:
+    """The bundle's (or the preset's) sampling settings with the command-line options applied."""
+    from dataclasses import replace
+
+    from jbdiff.sampling_settings import PRESETS
+
+    settings = PRESETS[args.preset] if args.preset else defaults
+    changes: dict[str, Any] = {}
+    if args.levels:
+        changes["levels"] = tuple(STAGE_KEYS.get(k.strip(), k.strip()) for k in args.levels.split(","))
+    per_stage: dict[str, dict[str, Any]] = {}
+    for option, field, convert in (("--steps", "steps", int), ("--guidance", "guidance", float),
+                                   ("--init-strength", "init_strength", float), ("--sampler", "sampler", str)):
+        text = getattr(args, field)
+        for stage, value in (_per_stage(option, text, convert) if text else {}).items():
+            per_stage.setdefault(stage, {})[field] = value
+    for stage, fields in per_stage.items():
+        changes[stage] = replace(settings.stage(stage), **fields)
+    for field in ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "batch", "seed"):
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    return settings.replace(**changes)
+
+
+def _run_sampling(args: argparse.Namespace, run: Callable[[Any, Any], Any]) -> None:
+    """Shared by continue / remix / generate: check the output, load the model, run, report."""
+    from jbdiff.audio import save_format
+    from jbdiff.pipeline import Pipeline
+
+    out = _output_path(args.output, args.overwrite)
+    save_format(out)
+    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    settings = _sampling_settings(args, pipe.settings)
+    result = run(pipe, settings)
+    manifest = result.manifest
+    seconds = manifest["samples"] / manifest["sample_rate"]
+    kind = "stereo" if manifest["channels"] == 2 else "mono"
+    for path in result.paths:
+        print(f"wrote {path} ({seconds:.1f} s, {kind}) in {manifest['wall_s']:.0f} s; spectrogram {path.with_suffix('.png')}")
+    print(f"manifest {out.with_suffix('.json')}")
+
+
+def cmd_continue(args: argparse.Namespace) -> None:
+    from jbdiff.audio import load_audio
+
+    seed = load_audio(args.seed, channels=None)
+    _run_sampling(args, lambda pipe, settings: pipe.continue_(
+        seed, SAMPLE_RATE, args.seconds, include_seed=args.include_seed, settings=settings, out=args.output,
+        progress=not args.no_progress))
+
+
+def cmd_remix(args: argparse.Namespace) -> None:
+    from jbdiff.audio import load_audio
+
+    audio = load_audio(args.input, channels=None)
+    context = (load_audio(args.context, channels=None), SAMPLE_RATE) if args.context else None
+    _run_sampling(args, lambda pipe, settings: pipe.remix(
+        audio, SAMPLE_RATE, args.strength, context=context, settings=settings, out=args.output, progress=not args.no_progress))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    _run_sampling(args, lambda pipe, settings: pipe.generate(
+        args.seconds, settings=settings, out=args.output, progress=not args.no_progress))
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    from jbdiff.crossfade import CROSSFADES
+    from jbdiff.noise import NOISE_STYLES
+
+    p.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac or .ogg); a .png and a .json go beside it")
+    p.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
+    p.add_argument("--preset", choices=("default", "v1"), help="start from jbdiff's default recipe or Jukebox-Diffusion v1's (default: the bundle's own)")
+    p.add_argument("--levels", help="stages to run, coarsest first: 2,1,0,dance (default), or e.g. 2,1 to stop at level 1")
+    p.add_argument("--steps", help="sampling steps: one number for every stage, or per stage as 2=50,1=24,0=12,dance=20")
+    p.add_argument("--guidance", help="classifier-free guidance scale, e.g. 2=4,1=2,0=1.3")
+    p.add_argument("--init-strength", dest="init_strength", help="fraction of each stage's steps skipped, e.g. 1=0.67,0=0.5,dance=0.23")
+    p.add_argument("--sampler", help="dpm (DPM-Solver++) or v (the reference sampler), for every stage or e.g. 2=v")
+    p.add_argument("--noise-style", dest="noise_style", choices=NOISE_STYLES, help="starting noise of consecutive windows (default: random)")
+    p.add_argument("--noise-step", dest="noise_step", type=float, help="step size of the region and walk noise styles (default: 0.05)")
+    p.add_argument("--window-multiplier", dest="window_multiplier", type=int, help="base windows generated per pass")
+    p.add_argument("--crossfade", choices=CROSSFADES, help="crossfade between passes (default: constant-power)")
+    p.add_argument("--crossfade-samples", dest="crossfade_samples", type=int, help="crossfade length in samples (default: 1536)")
+    p.add_argument("--seed", type=int, help="random seed; the same seed on the same device gives the same audio (default: 0)")
+    p.add_argument("--batch", type=int, help="takes generated together; more than one writes OUT_take1, OUT_take2, ...")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 for the diffusion stages (default: float32)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--data-note", default="", help="what the models were trained on (kept in bundle.yaml)")
     exp.add_argument("--overwrite", action="store_true", help="replace the stages of an existing bundle")
     exp.add_argument("--half", action="store_true", help="store the diffusion stages as float16 (half the size)")
+    exp.add_argument("--sampling", help="YAML of the bundle's recommended sampling settings (steps, guidance, ...)")
     exp.set_defaults(func=cmd_export)
 
     rec = sub.add_parser("reconstruct", help="encode a file at one level and decode it back")
@@ -192,6 +304,25 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     rec.set_defaults(func=cmd_reconstruct)
+
+    cont = sub.add_parser("continue", help="continue a seed clip")
+    cont.add_argument("seed", help="audio file to continue (any format and sample rate)")
+    cont.add_argument("--seconds", type=float, required=True, help="seconds of music to add")
+    cont.add_argument("--include-seed", action="store_true", help="write the seed and its continuation as one file")
+    _add_sampling_options(cont)
+    cont.set_defaults(func=cmd_continue)
+
+    rmx = sub.add_parser("remix", help="re-noise a recording and denoise it (keeps its length)")
+    rmx.add_argument("input", help="audio file to remix")
+    rmx.add_argument("--strength", type=float, required=True, help="0 keeps the input, 1 replaces it entirely")
+    rmx.add_argument("--context", help="audio file whose end serves as the context before the input")
+    _add_sampling_options(rmx)
+    rmx.set_defaults(func=cmd_remix)
+
+    gen = sub.add_parser("generate", help="generate music from nothing")
+    gen.add_argument("--seconds", type=float, required=True, help="seconds of music to generate")
+    _add_sampling_options(gen)
+    gen.set_defaults(func=cmd_generate)
 
     ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="target", required=True, metavar="TARGET")
     evc = ev.add_parser("codec", help="reconstruction metrics per level on a folder of audio")

@@ -82,9 +82,13 @@ class LatentDenoiser(nn.Module):
         recent = previous[..., -need:]
         return torch.nn.functional.pad(recent, (need - recent.shape[-1], 0))
 
-    def _check(self, x: torch.Tensor) -> None:
-        if x.dim() != 3 or x.shape[1] != self.cfg.channels or x.shape[2] != self.cfg.window:
-            raise ValueError(f"expected latents shaped (batch, {self.cfg.channels}, {self.cfg.window}), got {tuple(x.shape)}")
+    def _check(self, x: torch.Tensor, *, any_length: bool = False) -> None:
+        """Training takes exactly one window; sampling any multiple of the UNet's total factor."""
+        factor = self.cfg.unet.total_factor
+        length_ok = x.dim() == 3 and (x.shape[2] % factor == 0 and x.shape[2] > 0 if any_length else x.shape[2] == self.cfg.window)
+        if x.dim() != 3 or x.shape[1] != self.cfg.channels or not length_ok:
+            frames = f"a multiple of {factor}" if any_length else str(self.cfg.window)
+            raise ValueError(f"expected latents shaped (batch, {self.cfg.channels}, {frames}), got {tuple(x.shape)}")
 
     def loss(
         self,
@@ -116,8 +120,12 @@ class LatentDenoiser(nn.Module):
         init_strength: float = 0.0,
         progress: Callable[[], None] | None = None,
     ) -> torch.Tensor:
-        """Sample one window per batch item from ``noise`` (or ``init`` at ``init_strength``)."""
-        self._check(noise)
+        """Sample latents per batch item from ``noise`` (or ``init`` at ``init_strength``).
+
+        Usually one window long; a longer stretch (a multiple of the UNet's total factor) is
+        denoised in one call, still cross-attending to one context.
+        """
+        self._check(noise, any_length=True)
         embedding, unconditional = self._embedding(context, noise.shape[0], noise)
         kwargs = {}
         if embedding is not None:

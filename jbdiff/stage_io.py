@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -56,6 +57,9 @@ def load_stage_weights(module: nn.Module, folder: str | os.PathLike[str], name: 
     weights = Path(folder) / f"{name}.safetensors"
     if not weights.is_file():
         raise JbdiffError(f"{weights}: weights not found")
-    state: dict[str, torch.Tensor] = load_file(str(weights))
+    try:
+        state: dict[str, torch.Tensor] = load_file(str(weights))
+    except (SafetensorError, OSError) as error:
+        raise JbdiffError(f"{weights}: not a readable safetensors file ({error})") from error
     load_strict(module, state, str(weights))
     return module.eval()

@@ -30,3 +30,29 @@ def tiny_codec() -> Codec:
     codec = Codec(vqvae).eval()
     codec.refresh_normalisation()
     return codec
+
+
+def _random_stage(module: torch.nn.Module, folder: Path, name: str, model_section: dict) -> Path:
+    from jbdiff.stage_io import save_stage
+
+    return save_stage(module, folder / name, name, {"model": model_section, "sample_rate": 44100})
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_codec: Codec) -> Path:
+    """A model bundle of every stage at the ``tiny`` sizes, with random weights."""
+    from jbdiff.bundle import export_bundle
+    from jbdiff.config import from_dict, load_yaml, to_dict
+    from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
+    from levels.codec_io import save_codec
+    from upsampler.dance_unet import DanceConfig, DanceUNet
+
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    torch.manual_seed(1)
+    runs = {"codec": save_codec(tiny_codec, root / "codec")}
+    for stage in ("level2", "level1", "level0"):
+        cfg = from_dict(DenoiserConfig, load_yaml(ROOT / "configs" / stage / "tiny.yaml")["model"], stage)
+        runs[stage] = _random_stage(LatentDenoiser(cfg), root, stage, to_dict(cfg))
+    dance_cfg = from_dict(DanceConfig, load_yaml(ROOT / "configs" / "dance" / "tiny.yaml")["model"], "dance")
+    runs["dance"] = _random_stage(DanceUNet(dance_cfg), root, "dance", to_dict(dance_cfg))
+    return export_bundle(runs, root / "bundle", data_note="random weights (tests)")

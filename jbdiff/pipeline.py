@@ -1,0 +1,357 @@
+"""Hierarchical sampling from a model bundle: continue a seed, remix a recording, generate.
+
+``Pipeline.from_pretrained(path)`` loads a bundle (by default the demo bundle shipped inside the
+package). Each method takes and returns float audio ``(channels, samples)`` with its sample
+rate; given ``out`` it streams the audio to that file instead (flat memory however long the
+piece) and writes a spectrogram PNG and a JSON manifest beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+import torch
+from tqdm import tqdm
+
+from jbdiff import SAMPLE_RATE, __version__
+from jbdiff.atomic import atomic_path
+from jbdiff.audio_stream import AudioStreamWriter
+from jbdiff.config import from_dict, load_yaml
+from jbdiff.crossfade import Crossfader
+from jbdiff.device import resolve_device, resolve_dtype
+from jbdiff.errors import JbdiffError
+from jbdiff.latent_denoiser import load_denoiser
+from jbdiff.sampling_settings import SamplingSettings
+from jbdiff.spectrogram import save_spectrogram_png
+from jbdiff.stage_io import BUNDLE_YAML
+from jbdiff.window_sampler import Stages, WindowSampler
+from levels.codec_io import load_codec
+from upsampler.dance_refiner import load_dance
+
+DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_model"
+
+Sink = Callable[[int, np.ndarray], None]
+
+
+@dataclass
+class Generation:
+    """The result of one run: the first take's audio (``None`` when streamed to files)."""
+
+    audio: np.ndarray | None
+    sample_rate: int
+    seams: list[int]
+    manifest: dict[str, Any]
+    takes: list[np.ndarray] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _as_mono_tensor(audio: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
+    """(1, 1, samples) float32 at the model's rate from (channels, samples) or (samples,) audio."""
+    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    array = array[None] if array.ndim == 1 else array
+    if array.ndim != 2 or array.shape[0] > 8:
+        raise JbdiffError(f"{what}: expected audio shaped (channels, samples), got shape {array.shape}")
+    if sample_rate <= 0:
+        raise JbdiffError(f"{what}: sample rate must be positive, got {sample_rate}")
+    if not np.isfinite(array).all():
+        raise JbdiffError(f"{what}: contains NaN or infinite samples")
+    mono = array.astype(np.float32).mean(axis=0)
+    if sample_rate != SAMPLE_RATE and mono.size:
+        mono = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality="VHQ").astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(mono))[None, None]
+
+
+def _as_output_channels(audio: np.ndarray | torch.Tensor, sample_rate: int, channels: int) -> torch.Tensor:
+    """(channels, samples) float32 at the model's rate, mixed or duplicated to ``channels``."""
+    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    array = (array[None] if array.ndim == 1 else array).astype(np.float32)
+    if sample_rate != SAMPLE_RATE:
+        array = soxr.resample(array.T, sample_rate, SAMPLE_RATE, quality="VHQ").T
+    if channels == 1:
+        array = array.mean(axis=0, keepdims=True)
+    elif array.shape[0] == 1:
+        array = np.repeat(array, 2, axis=0)
+    return torch.from_numpy(np.ascontiguousarray(array[:channels]))
+
+
+class Pipeline:
+    """A loaded model bundle on one device, ready to continue, remix and generate."""
+
+    def __init__(
+        self,
+        stages: Stages,
+        *,
+        path: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        fingerprints: dict[str, str],
+        settings: SamplingSettings,
+    ) -> None:
+        self.stages, self.path, self.device, self.dtype = stages, path, device, dtype
+        self.fingerprints = fingerprints
+        self.settings = settings  # the bundle's recommended sampling settings (its ``sampling`` section)
+
+    @property
+    def codec(self) -> Any:
+        """The bundle's codec (``levels.codec.Codec``)."""
+        return self.stages.codec
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, *, device: str = "auto", dtype: str = "float32") -> Pipeline:
+        """Load a model bundle folder (``None``: the demo bundle shipped with jbdiff)."""
+        folder = DEMO_BUNDLE if path is None else Path(path)
+        if not (folder / BUNDLE_YAML).is_file():
+            if path is None:
+                raise JbdiffError("the demo model bundle is not installed with this copy of jbdiff; pass --model BUNDLE")
+            if not folder.exists():
+                raise JbdiffError(f"{folder}: model bundle not found")
+            raise JbdiffError(f"{folder}: not a model bundle (no {BUNDLE_YAML}; make one with 'jbdiff export')")
+        bundle = load_yaml(folder / BUNDLE_YAML)
+        manifest = bundle.get("stages")
+        if not isinstance(manifest, list) or "codec" not in manifest:
+            raise JbdiffError(f"{folder / BUNDLE_YAML}: no 'stages' list with a codec")
+        sampling = bundle.get("sampling")
+        settings = from_dict(SamplingSettings, sampling, f"{folder / BUNDLE_YAML}: sampling") if sampling else SamplingSettings()
+        torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+        codec = load_codec(folder).to(torch_device)
+        denoisers = {
+            int(name[-1]): load_denoiser(folder, name).to(torch_device, torch_dtype)
+            for name in ("level2", "level1", "level0") if name in manifest
+        }
+        dance = load_dance(folder).to(torch_device, torch_dtype) if "dance" in manifest else None
+        fingerprints = {"codec": codec.fingerprint()}
+        fingerprints.update({name: _file_digest(folder / f"{name}.safetensors") for name in manifest if name != "codec"})
+        stages = Stages(codec, denoisers, dance)
+        return cls(stages, path=folder, device=torch_device, dtype=torch_dtype, fingerprints=fingerprints, settings=settings)
+
+    def continue_(
+        self,
+        audio: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        seconds: float,
+        *,
+        include_seed: bool = False,
+        settings: SamplingSettings | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+        **changes: Any,
+    ) -> Generation:
+        """Continue ``audio`` (the seed) by ``seconds``; ``include_seed`` returns seed + continuation."""
+        settings = self._settings(settings, changes)
+        if "level2" not in settings.levels:
+            raise JbdiffError("continuing a seed needs level 2 (the base prior) in --levels")
+        total = self._samples(seconds)
+        seed = _as_mono_tensor(audio, sample_rate, "seed")
+        if seed.shape[-1] < max(self.codec.hops):
+            raise JbdiffError(
+                f"seed: {seed.shape[-1]} samples is shorter than one latent frame ({max(self.codec.hops)} samples at {SAMPLE_RATE} Hz)"
+            )
+        sampler = self._sampler(settings)
+        sampler.prime(seed)
+        seed_out = _as_output_channels(audio, sample_rate, sampler.channels)
+        seed_out = seed_out[..., seed_out.shape[-1] % max(self.codec.hops) :]
+        lead, previous = 0, None
+        if include_seed:
+            lead = seed_out.shape[-1]
+            if lead >= sampler.overlap:
+                previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
+        job = _Job(total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None)
+        return self._render("continue", sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed})
+
+    def generate(
+        self,
+        seconds: float,
+        *,
+        settings: SamplingSettings | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+        **changes: Any,
+    ) -> Generation:
+        """``seconds`` of new music from an empty context."""
+        settings = self._settings(settings, changes)
+        if "level2" not in settings.levels:
+            raise JbdiffError("generating needs level 2 (the base prior) in --levels")
+        sampler = self._sampler(settings)
+        return self._render("generate", sampler, settings, _Job(total=self._samples(seconds)), out, progress, {"seconds": seconds})
+
+    def remix(
+        self,
+        audio: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        strength: float,
+        *,
+        context: tuple[np.ndarray | torch.Tensor, int] | None = None,
+        settings: SamplingSettings | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+        **changes: Any,
+    ) -> Generation:
+        """Re-noise ``audio`` to ``strength`` at the first level in ``levels`` and denoise it.
+
+        The result has the input's length. ``context`` (audio, sample rate) fills the first
+        window's context, as a seed does for a continuation; without it the start is
+        unconditional.
+        """
+        if not 0.0 <= strength <= 1.0:
+            raise JbdiffError(f"remix strength must be in [0, 1], got {strength}")
+        settings = self._settings(settings, changes)
+        source = _as_mono_tensor(audio, sample_rate, "input")
+        if source.shape[-1] < max(self.codec.hops):
+            raise JbdiffError(f"input: {source.shape[-1]} samples is shorter than one latent frame ({max(self.codec.hops)} samples)")
+        sampler = self._sampler(settings)
+        if context is not None:
+            sampler.prime(_as_mono_tensor(context[0], context[1], "context"))
+        job = _Job(total=source.shape[-1], source=source.to(self.device), strength=strength)
+        return self._render("remix", sampler, settings, job, out, progress, {"strength": strength, "context": context is not None})
+
+    def _settings(self, settings: SamplingSettings | None, changes: dict[str, Any]) -> SamplingSettings:
+        settings = settings or self.settings
+        return settings.replace(**changes) if changes else settings
+
+    def _samples(self, seconds: float) -> int:
+        if not seconds > 0 or not math.isfinite(seconds):
+            raise JbdiffError(f"seconds must be a positive number, got {seconds}")
+        return round(seconds * SAMPLE_RATE)
+
+    def _sampler(self, settings: SamplingSettings) -> WindowSampler:
+        return WindowSampler(self.stages, settings, device=self.device, dtype=self.dtype)
+
+    def _render(
+        self,
+        command: str,
+        sampler: WindowSampler,
+        settings: SamplingSettings,
+        job: _Job,
+        out: str | os.PathLike[str] | None,
+        progress: bool,
+        extra: dict[str, Any],
+    ) -> Generation:
+        passes = math.ceil(job.total / sampler.chunk)
+        bars: dict[str, tqdm] = {}
+        sampler.progress = lambda stage: bars[stage].update()
+        for position, name in enumerate(settings.levels):
+            strength = job.strength if (job.source is not None and name == settings.levels[0]) else None
+            evaluations = settings.stage(name).evaluations(None if strength is None else 1.0 - strength)
+            bars[name] = tqdm(
+                total=passes * evaluations, desc=f"{name:>6}", unit="step", position=position, leave=True,
+                disable=not progress, dynamic_ncols=True,
+            )
+        started = time.perf_counter()
+        takes: list[list[np.ndarray]] = [[] for _ in range(settings.batch)]
+        paths = _take_paths(Path(out), settings.batch) if out is not None else []
+        try:
+            if out is None:
+                self._stream(sampler, job, lambda take, piece: takes[take].append(piece))
+            else:
+                with contextlib.ExitStack() as stack:
+                    writers = [stack.enter_context(AudioStreamWriter(p, sampler.channels, SAMPLE_RATE)) for p in paths]
+                    self._stream(sampler, job, lambda take, piece: writers[take].write(piece))
+        finally:
+            for bar in bars.values():
+                bar.close()
+        seams = [job.lead + k * sampler.chunk for k in range(1, passes)]
+        seams = ([job.lead] if job.lead else []) + [s for s in seams if s < job.lead + job.total]
+        manifest = self._manifest(command, settings, sampler, job, seams, time.perf_counter() - started, extra, paths)
+        if out is not None:
+            for path in paths:
+                save_spectrogram_png(path, path.with_suffix(".png"))
+            with atomic_path(Path(out).with_suffix(".json")) as tmp:
+                tmp.write_text(json.dumps(manifest, indent=2))
+            return Generation(None, SAMPLE_RATE, seams, manifest, paths=paths)
+        arrays = [np.concatenate(pieces, axis=-1) for pieces in takes]
+        return Generation(arrays[0], SAMPLE_RATE, seams, manifest, takes=arrays)
+
+    def _stream(self, sampler: WindowSampler, job: _Job, sink: Sink) -> None:
+        batch = sampler.settings.batch
+        fader = Crossfader(sampler.overlap, sampler.settings.crossfade, total=job.total + (sampler.overlap if job.previous is not None else 0), previous=job.previous)
+        if job.seed_audio is not None:
+            body = job.seed_audio[..., : job.seed_audio.shape[-1] - (sampler.overlap if job.previous is not None else 0)]
+            for take in range(batch):
+                sink(take, body.numpy())
+        for start in range(0, job.total, sampler.chunk):
+            init = None
+            if job.source is not None:
+                init = self._source_latents(sampler, job.source, start)
+            _emit(sink, fader.push(sampler.next_pass(init, job.strength)))
+        _emit(sink, fader.flush())
+
+    def _source_latents(self, sampler: WindowSampler, source: torch.Tensor, start: int) -> torch.Tensor:
+        """The first level's latents of the input over one pass (encoded with its left margin)."""
+        level = sampler.levels[0]
+        margin = sampler.encode_margin[level]
+        piece = source[..., max(0, start - margin) : start + sampler.chunk]
+        piece = torch.nn.functional.pad(piece, (0, start + sampler.chunk - max(0, start - margin) - piece.shape[-1]))
+        latents = self.codec.encode(piece, [level])[level][..., -(sampler.chunk // self.codec.hops[level]) :]
+        return latents.expand(sampler.settings.batch, -1, -1)
+
+    def _manifest(
+        self, command: str, settings: SamplingSettings, sampler: WindowSampler, job: _Job, seams: list[int],
+        wall: float, extra: dict[str, Any], paths: list[Path],
+    ) -> dict[str, Any]:
+        produced = job.total / SAMPLE_RATE * settings.batch
+        return {
+            "command": command,
+            **extra,
+            "settings": dataclasses.asdict(settings),
+            "model": str(self.path),
+            "fingerprints": self.fingerprints,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "sample_rate": SAMPLE_RATE,
+            "channels": sampler.channels,
+            "samples": job.lead + job.total,
+            "seams": seams,
+            "passes": math.ceil(job.total / sampler.chunk),
+            "timings_s": {name: round(value, 3) for name, value in sampler.timings.items()},
+            "wall_s": round(wall, 3),
+            "seconds_per_second": round(produced / wall, 4) if wall > 0 else None,
+            "outputs": [str(p) for p in paths],
+            "jbdiff_version": __version__,
+            "torch_version": torch.__version__,
+            "platform": platform.platform(),
+        }
+
+
+@dataclass
+class _Job:
+    """What a run produces: ``total`` new samples, after ``lead`` samples of seed when included."""
+
+    total: int
+    lead: int = 0
+    previous: torch.Tensor | None = None
+    seed_audio: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+    strength: float = 1.0
+
+
+def _emit(sink: Sink, audio: torch.Tensor) -> None:
+    piece = audio.detach().cpu().numpy()
+    for take in range(piece.shape[0]):
+        sink(take, piece[take])
+
+
+def _take_paths(out: Path, batch: int) -> list[Path]:
+    if batch == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_take{i + 1}{out.suffix}") for i in range(batch)]

@@ -1,0 +1,108 @@
+"""Settings for sampling a piece: which stages run, how each one samples, windows and seams.
+
+``PRESETS["default"]`` is jbdiff's recipe (DPM-Solver++ with few steps, several base windows per
+pass); ``PRESETS["v1"]`` is Jukebox-Diffusion v1's (the reference v-sampler, 250 / 70 / 20 / 150
+steps from init strengths 0 / 0.67 / 0.5 / 0.23, two base windows per pass, as its
+``--token-multiplier`` default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from jbdiff.crossfade import CROSSFADES
+from jbdiff.errors import JbdiffError
+from jbdiff.noise import NOISE_STYLES
+from jbdiff.samplers import SAMPLERS, schedule
+
+STAGE_NAMES = ("level2", "level1", "level0", "dance")
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """How one stage samples. ``init_strength`` is the fraction of ``steps`` skipped."""
+
+    steps: int
+    guidance: float = 1.0
+    init_strength: float = 0.0
+    sampler: str = "dpm"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise JbdiffError(f"steps must be at least 1, got {self.steps}")
+        if not 0.0 <= self.init_strength < 1.0:
+            raise JbdiffError(f"init strength must be in [0, 1), got {self.init_strength}")
+        if self.guidance < 0:
+            raise JbdiffError(f"guidance must not be negative, got {self.guidance}")
+        if self.sampler not in SAMPLERS:
+            raise JbdiffError(f"unknown sampler '{self.sampler}'; use one of {', '.join(SAMPLERS)}")
+
+    def evaluations(self, init_strength: float | None = None) -> int:
+        """Network evaluations per window (the steps left after the skipped head)."""
+        strength = self.init_strength if init_strength is None else init_strength
+        return len(schedule(self.steps, strength)) - 1
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Everything that decides the audio a run produces, besides the models and the input."""
+
+    levels: tuple[str, ...] = STAGE_NAMES
+    level2: StageSettings = field(default_factory=lambda: StageSettings(50, guidance=4.0))
+    level1: StageSettings = field(default_factory=lambda: StageSettings(30, guidance=2.0, init_strength=0.67))
+    level0: StageSettings = field(default_factory=lambda: StageSettings(16, guidance=1.3, init_strength=0.5))
+    dance: StageSettings = field(default_factory=lambda: StageSettings(40, init_strength=0.23))
+    noise_style: str = "random"
+    noise_step: float = 0.05
+    window_multiplier: int = 4
+    crossfade: str = "constant-power"
+    crossfade_samples: int = 1536
+    batch: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.levels if name not in STAGE_NAMES]
+        if unknown or not self.levels:
+            raise JbdiffError(f"unknown level(s) {', '.join(unknown) or '(none given)'}; use some of 2,1,0,dance")
+        object.__setattr__(self, "levels", tuple(name for name in STAGE_NAMES if name in self.levels))
+        if self.levels == ("dance",):
+            raise JbdiffError("the dance stage needs at least one latent level before it")
+        if self.noise_style not in NOISE_STYLES:
+            raise JbdiffError(f"unknown noise style '{self.noise_style}'; use one of {', '.join(NOISE_STYLES)}")
+        if not 0.0 <= self.noise_step <= 1.0:
+            raise JbdiffError(f"noise step size must be in [0, 1], got {self.noise_step}")
+        if self.crossfade not in CROSSFADES:
+            raise JbdiffError(f"unknown crossfade '{self.crossfade}'; use one of {', '.join(CROSSFADES)}")
+        if self.crossfade_samples < 0:
+            raise JbdiffError(f"crossfade length must be >= 0 samples, got {self.crossfade_samples}")
+        if self.window_multiplier < 1:
+            raise JbdiffError(f"window multiplier must be at least 1, got {self.window_multiplier}")
+        if self.batch < 1:
+            raise JbdiffError(f"batch must be at least 1, got {self.batch}")
+
+    def stage(self, name: str) -> StageSettings:
+        """The settings of stage ``name`` (``level2``, ``level1``, ``level0`` or ``dance``)."""
+        settings: StageSettings = getattr(self, name)
+        return settings
+
+    @property
+    def latent_levels(self) -> list[int]:
+        """The latent levels that run, coarsest first."""
+        return [int(name[-1]) for name in self.levels if name != "dance"]
+
+    def replace(self, **changes: object) -> SamplingSettings:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+PRESETS: dict[str, SamplingSettings] = {
+    "default": SamplingSettings(),
+    "v1": SamplingSettings(
+        level2=StageSettings(250, guidance=4.0, sampler="v"),
+        level1=StageSettings(70, guidance=2.0, init_strength=0.67, sampler="v"),
+        level0=StageSettings(20, guidance=1.3, init_strength=0.5, sampler="v"),
+        dance=StageSettings(150, init_strength=0.23, sampler="v"),
+        window_multiplier=2,
+    ),
+}

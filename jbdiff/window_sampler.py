@@ -1,0 +1,206 @@
+"""Sampling a piece one pass at a time through every stage: level 2, 1, 0, then Dance.
+
+A pass covers ``window_multiplier`` base windows of the coarsest level that runs. At each
+level the pass's latents are denoised in one call while the UNet cross-attends to that
+level's latents before the pass (the seed's, then the ones generated); the next level starts
+from them decoded to audio and re-encoded. Only the context each level needs (plus the
+codec's receptive field) is kept on the device, so memory does not grow with the piece.
+
+Each pass returns its audio from ``overlap`` samples *before* its start, for the crossfade
+with the pass before it (:class:`jbdiff.crossfade.Crossfader`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from jbdiff.errors import JbdiffError
+from jbdiff.latent_denoiser import LatentDenoiser
+from jbdiff.noise import WindowNoise
+from jbdiff.sampling_settings import SamplingSettings
+from levels.codec import Codec, decoder_radius, encoder_radius
+from upsampler.dance_refiner import refine_stereo
+from upsampler.dance_unet import DanceUNet
+
+
+@dataclass
+class Stages:
+    """The models of a bundle: the codec, the latent denoisers by level, and the Dance stage."""
+
+    codec: Codec
+    denoisers: dict[int, LatentDenoiser]
+    dance: DanceUNet | None = None
+
+
+def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
+    """The last ``length`` entries of ``x`` along its last axis, zero-padded on the left."""
+    x = x[..., max(0, x.shape[-1] - length) :]
+    return F.pad(x, (length - x.shape[-1], 0))
+
+
+class WindowSampler:
+    """Runs the passes of one piece for a batch of takes; holds only each level's recent history.
+
+    ``progress(stage)`` is called once per network evaluation; ``timings`` accumulates the
+    seconds spent per stage (``codec`` for decoding and re-encoding between levels).
+    """
+
+    def __init__(
+        self,
+        stages: Stages,
+        settings: SamplingSettings,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.stages, self.settings, self.device, self.dtype = stages, settings, device, dtype
+        self.levels = settings.latent_levels
+        missing = [f"level{level}" for level in self.levels if level not in stages.denoisers]
+        if "dance" in settings.levels and stages.dance is None:
+            missing.append("dance")
+        if missing:
+            raise JbdiffError(f"the model bundle has no {', '.join(missing)} stage; leave it out of --levels")
+        codec = stages.codec
+        self.hops = codec.hops
+        top = self.levels[0]
+        self.chunk = settings.window_multiplier * stages.denoisers[top].cfg.window * self.hops[top]
+        self.overlap = settings.crossfade_samples
+        grain = max(self.hops)
+        if self.chunk % grain:
+            raise JbdiffError(f"a pass of {self.chunk} samples is not a multiple of the codec's coarsest hop {grain}")
+        if self.chunk < 2 * self.overlap:
+            raise JbdiffError(f"the crossfade ({self.overlap} samples) must be at most half a pass ({self.chunk} samples)")
+        for level in self.levels:
+            factor = stages.denoisers[level].net.config.total_factor
+            if (self.chunk // self.hops[level]) % factor:
+                raise JbdiffError(f"level {level}: a pass of {self.chunk // self.hops[level]} frames is not a multiple of its UNet's factor {factor}")
+        self.decode_margin = {lv: math.ceil(decoder_radius(codec.cfg, lv) / self.hops[lv]) + 1 for lv in range(codec.levels)}
+        self.encode_margin = {lv: math.ceil(encoder_radius(codec.cfg, lv) / grain) * grain for lv in range(codec.levels)}
+        self.progress = progress or (lambda stage: None)
+        self.timings = {name: 0.0 for name in (*settings.levels, "codec")}
+        batch = settings.batch
+        self.history = {lv: torch.zeros(batch, codec.cfg.emb_width, 0, device=device) for lv in self.levels}
+        self.above = {lv: torch.zeros(batch, 1, 0, device=device) for lv in self.levels[1:]}
+        self.mono_tail = torch.zeros(batch, 1, self.overlap, device=device)
+        self.noise_generator = torch.Generator(device).manual_seed(settings.seed)
+        self.dance_generator = torch.Generator(device).manual_seed(settings.seed + 1)
+        self.noise = WindowNoise(
+            settings.noise_style,
+            (batch, codec.cfg.emb_width, self.chunk // self.hops[top]),
+            self.noise_generator,
+            settings.noise_step,
+            device=device,
+        )
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.stages.dance is not None and "dance" in self.settings.levels else 1
+
+    def prime(self, audio: torch.Tensor) -> None:
+        """Fill every level's history from audio (1, 1, samples) that precedes the piece (a seed)."""
+        codec = self.stages.codec
+        need = max(self._context(lv) + self.decode_margin[lv] for lv in self.levels) * max(self.hops)
+        audio = audio[..., -(need + self.encode_margin[0]) :].to(self.device, torch.float32)
+        audio = audio[..., audio.shape[-1] % max(self.hops) :]
+        started = self._tick()
+        latents = codec.encode(audio, self.levels)
+        self._tock("codec", started)
+        batch = self.settings.batch
+        for level in self.levels:
+            self.history[level] = latents[level].expand(batch, -1, -1).float()
+        for level in self.above:
+            self.above[level] = _left_pad(audio, self.encode_margin[level]).expand(batch, -1, -1)
+        self.mono_tail = _left_pad(audio, self.overlap).expand(batch, -1, -1)
+
+    def next_pass(self, init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+        """The audio (batch, channels, overlap + chunk) of the next pass.
+
+        With ``init`` (the first level's latents of this stretch of an input, for remix) the
+        first level re-noises it to ``strength`` and denoises; without, it generates.
+        """
+        audio = None
+        for index, level in enumerate(self.levels):
+            model = self.stages.denoisers[level]
+            stage = self.settings.stage(f"level{level}")
+            context = model.context_from(self.history[level][..., -self._context(level) :].to(self.dtype)) if self._context(level) else None
+            tick = self._counter(f"level{level}")
+            started = self._tick()
+            if index == 0 and init is None:
+                noise = self.noise.next().to(self.dtype)
+                z = model.generate(noise, context, steps=stage.steps, guidance=stage.guidance, sampler=stage.sampler, progress=tick)
+            elif index == 0:
+                assert init is not None
+                source = init.to(self.dtype)
+                noise = self.noise.next().to(self.dtype) if level == 2 else source
+                z = model.generate(
+                    noise, context, steps=stage.steps, guidance=stage.guidance, sampler=stage.sampler,
+                    init=source, init_strength=1.0 - strength, progress=tick,
+                )
+            else:
+                assert audio is not None
+                start = self._encode_new(level, audio, started).to(self.dtype)
+                started = self._tick()
+                z = model.generate(
+                    start, context, steps=stage.steps, guidance=stage.guidance, sampler=stage.sampler,
+                    init=start, init_strength=stage.init_strength, progress=tick,
+                )
+            self._tock(f"level{level}", started)
+            keep = self._context(level) + self.decode_margin[level] + math.ceil(self.overlap / self.hops[level])
+            self.history[level] = torch.cat([self.history[level][..., -keep:], z.float()], dim=-1)
+            crossfaded_here = index == len(self.levels) - 1 and self.channels == 1
+            audio = self._decode_new(level, self.overlap if crossfaded_here else 0)
+        assert audio is not None
+        return audio if self.channels == 1 else self._refine(audio)
+
+    def _context(self, level: int) -> int:
+        return self.stages.denoisers[level].cfg.context_length
+
+    def _encode_new(self, level: int, audio: torch.Tensor, started: float) -> torch.Tensor:
+        """This level's start latents for the pass from the level above's audio of the pass."""
+        whole = torch.cat([self.above[level], audio], dim=-1)
+        self.above[level] = whole[..., -self.encode_margin[level] :] if self.encode_margin[level] else whole[..., :0]
+        codes = self.stages.codec.encode(whole, [level])[level]
+        self._tock("codec", started)
+        return codes[..., -(self.chunk // self.hops[level]) :]
+
+    def _decode_new(self, level: int, before: int) -> torch.Tensor:
+        """Mono audio of the pass's latents at ``level``, starting ``before`` samples early."""
+        hop = self.hops[level]
+        lead = math.ceil(before / hop)
+        frames = self.chunk // hop + lead + self.decode_margin[level]
+        started = self._tick()
+        audio = self.stages.codec.decode(level, self.history[level][..., -frames:])
+        self._tock("codec", started)
+        return _left_pad(audio, self.chunk + before)  # silence before a piece's start, as the codec decodes it
+
+    def _refine(self, mono: torch.Tensor) -> torch.Tensor:
+        """The Dance stage: stereo audio of the pass (and the overlap before it) from its mono audio."""
+        assert self.stages.dance is not None
+        stage = self.settings.stage("dance")
+        piece = torch.cat([self.mono_tail, mono], dim=-1)
+        self.mono_tail = piece[..., piece.shape[-1] - self.overlap :]
+        started = self._tick()
+        stereo = refine_stereo(
+            self.stages.dance, piece.to(self.dtype), steps=stage.steps, init_strength=stage.init_strength,
+            sampler=stage.sampler, generator=self.dance_generator, progress=self._counter("dance"),
+        )
+        self._tock("dance", started)
+        return stereo.float()
+
+    def _counter(self, stage: str) -> Callable[[], None]:
+        return lambda: self.progress(stage)
+
+    def _tick(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _tock(self, stage: str, started: float) -> None:
+        self.timings[stage] += self._tick() - started

@@ -1,0 +1,162 @@
+"""The sampling pipeline on a tiny random-weight bundle: continue, remix, generate, streaming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jbdiff.audio import load_audio
+from jbdiff.errors import JbdiffError
+from jbdiff.metrics import si_sdr
+from jbdiff.pipeline import Pipeline
+from jbdiff.sampling_settings import SamplingSettings, StageSettings
+from jbdiff.synth import synth_music
+from jbdiff.window_sampler import WindowSampler
+
+FAST = SamplingSettings(
+    level2=StageSettings(3, guidance=2.0),
+    level1=StageSettings(3, guidance=1.5, init_strength=0.34),
+    level0=StageSettings(2, init_strength=0.5),
+    dance=StageSettings(2, init_strength=0.5),
+    window_multiplier=1,
+    crossfade_samples=512,
+)
+CHUNK = 128 * 128  # one level-2 window of the tiny configs, in samples
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_bundle: Path) -> Pipeline:
+    torch.manual_seed(0)
+    return Pipeline.from_pretrained(tiny_bundle, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def seed_audio() -> np.ndarray:
+    return np.concatenate([synth_music(1.0, seed=1), synth_music(1.0, seed=2)], axis=0)  # stereo
+
+
+def test_continuation_has_the_asked_length_and_is_reproducible(pipe: Pipeline, seed_audio: np.ndarray) -> None:
+    first = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST)
+    again = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST)
+    other = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST, seed=5)
+    assert first.audio is not None and again.audio is not None and other.audio is not None
+    assert first.audio.shape == (2, 44100) and first.sample_rate == 44100
+    assert np.isfinite(first.audio).all() and first.audio.std() > 1e-3
+    assert np.array_equal(first.audio, again.audio)
+    assert not np.allclose(first.audio, other.audio)
+    assert first.seams == [CHUNK, 2 * CHUNK]
+    manifest = first.manifest
+    assert manifest["passes"] == 3 and manifest["channels"] == 2
+    assert set(manifest["fingerprints"]) == {"codec", "level2", "level1", "level0", "dance"}
+    assert all(manifest["timings_s"][stage] > 0 for stage in ("level2", "level1", "level0", "dance", "codec"))
+
+
+def test_the_seed_is_kept_verbatim_before_the_crossfade(pipe: Pipeline, seed_audio: np.ndarray) -> None:
+    result = pipe.continue_(seed_audio, 44100, 0.5, settings=FAST, include_seed=True)
+    assert result.audio is not None
+    trimmed = seed_audio[:, seed_audio.shape[1] % 128 :]
+    lead = trimmed.shape[1]
+    assert result.audio.shape == (2, lead + 22050)
+    assert np.array_equal(result.audio[:, : lead - 512], trimmed[:, : lead - 512])
+    assert result.seams[0] == lead
+
+
+def test_batch_takes_differ_and_a_resampled_seed_works(pipe: Pipeline, seed_audio: np.ndarray) -> None:
+    seed_22k = seed_audio[:, ::2]
+    result = pipe.continue_(seed_22k, 22050, 0.4, settings=FAST.replace(batch=2))
+    assert len(result.takes) == 2 and all(t.shape == (2, 17640) for t in result.takes)
+    assert not np.allclose(result.takes[0], result.takes[1])
+
+
+@pytest.mark.parametrize("levels", [("level2",), ("level2", "level1"), ("level2", "level0", "dance")])
+def test_stopping_early_or_skipping_levels_is_never_silent(pipe: Pipeline, seed_audio: np.ndarray, levels: tuple[str, ...]) -> None:
+    result = pipe.continue_(seed_audio, 44100, 0.5, settings=FAST.replace(levels=levels))
+    assert result.audio is not None
+    assert result.audio.shape == ((2 if "dance" in levels else 1), 22050)
+    assert result.audio.std() > 1e-3
+
+
+def test_generate_from_nothing(pipe: Pipeline) -> None:
+    result = pipe.generate(0.6, settings=FAST.replace(noise_style="walk"))
+    assert result.audio is not None and result.audio.shape == (2, 26460) and result.audio.std() > 1e-3
+
+
+def test_remix_at_strength_zero_is_the_codec_reconstruction(pipe: Pipeline, seed_audio: np.ndarray) -> None:
+    mono = seed_audio[:1, :30000]
+    settings = FAST.replace(levels=("level2",))
+    kept = pipe.remix(mono, 44100, 0.0, settings=settings)
+    assert kept.audio is not None and kept.audio.shape == (1, 30000)
+    codec = pipe.codec
+    padded = torch.nn.functional.pad(torch.from_numpy(mono)[None], (0, 32768 - 30000))
+    reference = codec.decode(2, codec.encode(padded, [2])[2])[0, :, :30000]
+    away_from_seam = np.r_[0 : CHUNK - 512, CHUNK : 30000]  # the crossfade blends the 512 samples before a seam
+    assert np.abs(kept.audio[0, away_from_seam] - reference[0, away_from_seam].numpy()).max() < 1e-5
+    assert si_sdr(reference, torch.from_numpy(kept.audio)) > 15
+
+
+@pytest.mark.parametrize("level", [2, 0])
+def test_remix_strength_moves_latents_away_from_the_input(pipe: Pipeline, seed_audio: np.ndarray, level: int) -> None:
+    codec = pipe.codec
+    source = torch.from_numpy(seed_audio[:1, :CHUNK])[None]
+    init = codec.encode(source, [level])[level]
+    distances = []
+    for strength in (0.0, 0.5, 1.0):
+        sampler = WindowSampler(pipe.stages, FAST.replace(levels=(f"level{level}",)), device=torch.device("cpu"), dtype=torch.float32)
+        sampler.next_pass(init, strength)
+        distances.append((sampler.history[level][..., -init.shape[-1] :] - init).abs().mean().item())
+    assert distances[0] == 0.0 and distances[0] < distances[1] < distances[2]
+
+
+def test_streamed_output_with_spectrogram_and_manifest(pipe: Pipeline, seed_audio: np.ndarray, tmp_path: Path) -> None:
+    out = tmp_path / "take.flac"
+    result = pipe.continue_(seed_audio, 44100, 0.5, settings=FAST, out=out)
+    assert result.audio is None and result.paths == [out]
+    written = load_audio(out, channels=None)
+    in_memory = pipe.continue_(seed_audio, 44100, 0.5, settings=FAST).audio
+    assert written.shape == (2, 22050) and np.abs(written - in_memory).max() < 1e-4  # 24-bit FLAC
+    assert out.with_suffix(".png").stat().st_size > 1000
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["command"] == "continue" and manifest["settings"]["level2"]["steps"] == 3
+    assert manifest["outputs"] == [str(out)]
+
+
+def test_an_interrupted_run_leaves_no_output(pipe: Pipeline, seed_audio: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jbdiff import window_sampler
+
+    calls = {"n": 0}
+    real = window_sampler.WindowSampler.next_pass
+
+    def interrupted(self: window_sampler.WindowSampler, *args: object) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(window_sampler.WindowSampler, "next_pass", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.continue_(seed_audio, 44100, 1.0, settings=FAST, out=tmp_path / "o.wav")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests_are_refused(pipe: Pipeline, seed_audio: np.ndarray, tmp_path: Path) -> None:
+    with pytest.raises(JbdiffError, match="shorter than one latent frame"):
+        pipe.continue_(seed_audio[:, :100], 44100, 1.0, settings=FAST)
+    with pytest.raises(JbdiffError, match="positive"):
+        pipe.continue_(seed_audio, 44100, 0.0, settings=FAST)
+    with pytest.raises(JbdiffError, match=r"\[0, 1\]"):
+        pipe.remix(seed_audio, 44100, 1.5, settings=FAST)
+    with pytest.raises(JbdiffError, match="needs level 2"):
+        pipe.continue_(seed_audio, 44100, 1.0, settings=FAST.replace(levels=("level1", "level0")))
+    with pytest.raises(JbdiffError, match="unknown level"):
+        FAST.replace(levels=("level3",))
+    with pytest.raises(JbdiffError, match="unknown sampler"):
+        StageSettings(10, sampler="euler")
+    with pytest.raises(JbdiffError, match="not found"):
+        Pipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(JbdiffError, match="not a model bundle"):
+        Pipeline.from_pretrained(tmp_path / "empty")
