@@ -199,7 +199,7 @@ def _run_sampling(args: argparse.Namespace, run: Callable[[Any, Any], Any]) -> N
 def cmd_continue(args: argparse.Namespace) -> None:
     from jbdiff.audio import load_audio
 
-    seed = load_audio(args.seed, channels=None)
+    seed = load_audio(args.seed_audio, channels=None)
     _run_sampling(args, lambda pipe, settings: pipe.continue_(
         seed, SAMPLE_RATE, args.seconds, include_seed=args.include_seed, settings=settings, out=args.output,
         progress=not args.no_progress))
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_reconstruct)
 
     cont = sub.add_parser("continue", help="continue a seed clip")
-    cont.add_argument("seed", help="audio file to continue (any format and sample rate)")
+    cont.add_argument("seed_audio", metavar="SEED", help="audio file to continue (any format and sample rate)")
     cont.add_argument("--seconds", type=float, required=True, help="seconds of music to add")
     cont.add_argument("--include-seed", action="store_true", help="write the seed and its continuation as one file")
     _add_sampling_options(cont)

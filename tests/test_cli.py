@@ -33,7 +33,8 @@ def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     "argv",
     [[], ["train"], ["train", "codec"], ["train", "level2"], ["train", "level1"], ["train", "level0"],
-     ["train", "dance"], ["encode"], ["export"], ["reconstruct"], ["eval"], ["eval", "codec"]],
+     ["train", "dance"], ["encode"], ["export"], ["reconstruct"], ["eval"], ["eval", "codec"],
+     ["continue"], ["remix"], ["generate"]],
 )
 def test_help_for_every_command(argv: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "jbdiff.cli", *argv, "--help"], capture_output=True, text=True)
