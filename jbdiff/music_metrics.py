@@ -33,6 +33,7 @@ PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"
 _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 SILENCE_DB = -120.0  # the floor reported for digital silence
+CHROMA_RATE = 11025
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:
@@ -51,25 +52,23 @@ def _mono(audio: np.ndarray) -> np.ndarray:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to embedding sets ``a`` (n, d) and ``b`` (m, d).
 
-    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)``, with the matrix
-    square roots taken by symmetric eigendecomposition (eigenvalues clipped at zero), so
-    singular covariances from fewer samples than dimensions are fine. A set of one sample
-    has zero covariance.
+    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)``. With factors
+    ``S = F^T F`` (``F`` the R of a QR decomposition of the centred samples), the last trace is
+    the sum of the singular values of ``F_a F_b^T``: no matrix square root, exact for the
+    singular covariances of fewer samples than dimensions. A set of one sample has zero
+    covariance.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not len(a) or not len(b):
         raise ValueError(f"expected two non-empty sets shaped (n, d) with the same d, got {a.shape} and {b.shape}")
 
-    def covariance(x: np.ndarray) -> np.ndarray:
-        return np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]) if len(x) > 1 else np.zeros((x.shape[1],) * 2)
+    def factor(x: np.ndarray) -> np.ndarray:
+        return np.linalg.qr((x - x.mean(axis=0)) / np.sqrt(max(len(x) - 1, 1)), mode="r")
 
-    cov_a, cov_b = covariance(a), covariance(b)
-    values, vectors = np.linalg.eigh(cov_a)
-    root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-    middle = root_a @ cov_b @ root_a
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
+    factor_a, factor_b = factor(a), factor(b)
+    cross = np.linalg.svd(factor_a @ factor_b.T, compute_uv=False).sum()
     diff = a.mean(axis=0) - b.mean(axis=0)
-    return max(0.0, float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * cross))
+    return max(0.0, float(diff @ diff + np.sum(factor_a**2) + np.sum(factor_b**2) - 2.0 * cross))
 
 
 def tag_kl(reference: np.ndarray, candidate: np.ndarray, eps: float = 1e-6) -> float:
@@ -90,8 +89,14 @@ def tag_kl(reference: np.ndarray, candidate: np.ndarray, eps: float = 1e-6) -> f
 
 
 def mean_chroma(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The clip's average constant-Q chroma ``(12,)``, C first (librosa ``chroma_cqt``)."""
-    return librosa.feature.chroma_cqt(y=_mono(audio), sr=sample_rate).mean(axis=1)
+    """The clip's average constant-Q chroma ``(12,)``, C first (librosa ``chroma_cqt``).
+
+    Computed at 11025 Hz, which keeps every pitch of its seven octaves (C1 to B7) and is fast.
+    """
+    mono = _mono(audio)
+    if sample_rate != CHROMA_RATE:
+        mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=CHROMA_RATE, res_type="soxr_hq")
+    return librosa.feature.chroma_cqt(y=mono, sr=CHROMA_RATE).mean(axis=1)
 
 
 def chroma_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -138,16 +143,20 @@ def key_agreement(a: Key, b: Key) -> float:
 # --- seams -----------------------------------------------------------------------------------
 
 
-def spectral_flux(audio: np.ndarray, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
-    """Mean absolute change of the log-magnitude spectrum between consecutive frames.
+def spectral_flux(audio: np.ndarray, sample_rate: int, n_fft: int = 2048, hop: int = 512, n_mels: int = 64) -> np.ndarray:
+    """Mean absolute change (dB) of the log-mel spectrum between consecutive frames.
 
-    Frame ``t`` is centred on sample ``t * hop``; the first frame's flux is 0.
+    Mel power in dB relative to the clip's peak, floored 80 dB below it, so the measure does
+    not depend on level. Frame ``t`` is centred on sample ``t * hop``; the first frame's flux is 0.
     """
-    magnitude = np.log1p(np.abs(librosa.stft(_mono(audio), n_fft=n_fft, hop_length=hop)))
-    return np.concatenate([[0.0], np.abs(np.diff(magnitude, axis=1)).mean(axis=0)])
+    mel = librosa.feature.melspectrogram(y=_mono(audio), sr=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
+    level = librosa.power_to_db(mel, ref=np.max, top_db=80.0)
+    return np.concatenate([[0.0], np.abs(np.diff(level, axis=1)).mean(axis=0)])
 
 
-def seam_discontinuity(audio: np.ndarray, seams: Sequence[int], n_fft: int = 2048, hop: int = 512) -> float:
+def seam_discontinuity(
+    audio: np.ndarray, sample_rate: int, seams: Sequence[int], n_fft: int = 2048, hop: int = 512
+) -> float:
     """How much the spectrum jumps at the sample positions ``seams`` compared with elsewhere.
 
     The largest spectral flux within one analysis window of each seam, averaged over seams,
@@ -156,7 +165,7 @@ def seam_discontinuity(audio: np.ndarray, seams: Sequence[int], n_fft: int = 204
     the clip, large for a cut or click. NaN when there is no seam inside the clip or no frame
     far enough from them.
     """
-    flux = spectral_flux(audio, n_fft, hop)
+    flux = spectral_flux(audio, sample_rate, n_fft, hop)
     radius = n_fft // hop // 2 + 1
     local = np.lib.stride_tricks.sliding_window_view(np.pad(flux, radius, mode="edge"), 2 * radius + 1).max(axis=1)
     frames = np.arange(len(flux))

@@ -47,7 +47,7 @@ _DENSES = ["dense", "classifier"]
 
 def reference_clip(spec: dict[str, Any]) -> np.ndarray:
     """The mono float32 ``(samples,)`` clip that ``spec`` (an entry of :data:`CLIPS`) describes."""
-    n = int(round(spec["seconds"] * spec["sample_rate"]))
+    n = round(spec["seconds"] * spec["sample_rate"])
     if spec["kind"] == "synth":
         return synth_music(spec["seconds"], spec["sample_rate"], seed=spec["seed"], beat=spec.get("beat", 0.5))[0]
     if spec["kind"] == "tone":
@@ -62,7 +62,6 @@ def reference_clip(spec: dict[str, Any]) -> np.ndarray:
 def original_patches(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """musicnn's ``batch_data`` on an array, in float32: non-overlapping ``(n, 187, 96)`` patches."""
     import librosa
-
     from musicnn import configuration as config
 
     y = librosa.resample(audio, orig_sr=sample_rate, target_sr=config.SR, res_type="soxr_hq")  # as librosa.load
@@ -84,7 +83,6 @@ def checkpoint_prefix() -> str:
 def tf_outputs(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The original TensorFlow model's tag probabilities and penultimate embeddings of ``patches``."""
     import tensorflow as tf
-
     from musicnn import models
 
     graph = tf.Graph()
@@ -136,7 +134,6 @@ def reference_fixture() -> dict[str, Any]:
     """TensorFlow outputs on every clip of :data:`CLIPS`, with the versions that produced them."""
     import librosa
     import tensorflow as tf
-
     from musicnn import configuration as config
 
     clips = []

@@ -126,20 +126,20 @@ def test_seam_score_is_large_at_a_hard_cut_and_about_one_on_a_smooth_signal() ->
     seam = 3 * SR + 1234
     cut = smooth.copy()
     cut[seam:] = _tone(620.0, 6.0, amplitude=0.5, phase=1.0)[seam:] + 0.003 * rng.standard_normal(6 * SR - seam)
-    smooth_score, cut_score = mm.seam_discontinuity(smooth, [seam]), mm.seam_discontinuity(cut, [seam])
+    smooth_score, cut_score = mm.seam_discontinuity(smooth, SR, [seam]), mm.seam_discontinuity(cut, SR, [seam])
     assert 0.7 < smooth_score < 1.4
     assert cut_score > 4.0
     # the same cut, reported among seams where nothing happens, still raises the mean
-    assert smooth_score < mm.seam_discontinuity(cut, [seam, SR, 5 * SR]) < cut_score
-    assert math.isnan(mm.seam_discontinuity(cut, []))
-    assert math.isnan(mm.seam_discontinuity(cut, [len(cut) + 10]))  # outside the clip
+    assert smooth_score < mm.seam_discontinuity(cut, SR, [seam, SR, 5 * SR]) < cut_score
+    assert math.isnan(mm.seam_discontinuity(cut, SR, []))
+    assert math.isnan(mm.seam_discontinuity(cut, SR, [len(cut) + 10]))  # outside the clip
 
 
 def test_spectral_flux_is_zero_for_silence_and_peaks_at_an_onset() -> None:
     signal = np.zeros(2 * SR, dtype=np.float32)
-    assert np.all(mm.spectral_flux(signal) == 0)
+    assert np.all(mm.spectral_flux(signal, SR) == 0)
     signal[SR:] = _tone(440.0, 1.0)
-    flux = mm.spectral_flux(signal, hop=512)
+    flux = mm.spectral_flux(signal, SR, hop=512)
     assert abs(int(np.argmax(flux)) - SR / 512) <= 2
 
 

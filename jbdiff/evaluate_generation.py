@@ -1,0 +1,487 @@
+"""``jbdiff eval continuation`` and ``jbdiff eval remix``: do generated clips sound like music,
+and like the audio they came from?
+
+Continuation: from each track, a seed (``seed_seconds`` starting at ``start_fraction`` of the
+track, pulled earlier when the track is too short) is continued by ``seconds``; the result is
+compared with the real audio that follows the seed and with the seed. Baselines on the same
+clips: the real continuation itself, the seed looped, pink noise at the real continuation's
+RMS, and the codec's level-0 reconstruction of the real continuation (the codec's ceiling).
+
+Remix: from each track, a clip of ``seconds`` from ``start_fraction`` is remixed at every
+strength and compared with the input, giving one curve per metric; the input itself is the
+curve's first point.
+
+Metrics (:mod:`jbdiff.music_metrics`; embeddings and tags from :mod:`jbdiff.musicnn`): Fréchet
+distance between the musicnn embeddings of all clips of a condition and those of the reference
+clips (pooled over files), tag-distribution KL, mean-chroma correlation and MIREX key
+agreement, seam discontinuity (at the join between seed and continuation, and at the
+generator's window seams), silent and clipped fractions and RMS level. Per-file values are
+averaged over files in the summary. Reproducible: file ``i`` is generated with seed
+``seed + i``, which also seeds its pink noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import soxr
+import torch
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from jbdiff import SAMPLE_RATE, musicnn
+from jbdiff import music_metrics as mm
+from jbdiff.atomic import atomic_path
+from jbdiff.audio import AudioError, audio_info, list_audio_files, load_audio
+from jbdiff.errors import JbdiffError
+
+if TYPE_CHECKING:
+    from jbdiff.sampling_settings import SamplingSettings
+
+__all__ = [
+    "CONDITIONS",
+    "METRICS",
+    "GenerationPipeline",
+    "evaluate_continuation",
+    "evaluate_remix",
+    "pink_noise",
+    "report_markdown",
+    "write_report",
+]
+
+CONDITIONS = ("generated", "real", "looped_seed", "pink_noise", "codec")
+
+# name -> (what it measures, which way is better)
+METRICS: dict[str, tuple[str, str]] = {
+    "fd_real": ("Fréchet distance of musicnn embeddings to the real continuations", "lower"),
+    "fd_seed": ("Fréchet distance of musicnn embeddings to the seeds", "lower"),
+    "fd_input": ("Fréchet distance of musicnn embeddings to the inputs", "lower: closer to the input"),
+    "tag_kl_seed": ("tag-distribution KL from the seed", "lower"),
+    "tag_kl_real": ("tag-distribution KL from the real continuation", "lower"),
+    "tag_kl_input": ("tag-distribution KL from the input", "lower: closer to the input"),
+    "chroma_seed": ("mean-chroma correlation with the seed", "higher"),
+    "chroma_real": ("mean-chroma correlation with the real continuation", "higher"),
+    "chroma_input": ("mean-chroma correlation with the input", "higher"),
+    "key_seed": ("MIREX key agreement with the seed", "higher"),
+    "key_real": ("MIREX key agreement with the real continuation", "higher"),
+    "key_input": ("MIREX key agreement with the input", "higher"),
+    "seam_join": ("spectral-flux jump where the clip follows the seed, relative to elsewhere", "about 1"),
+    "seam_windows": ("spectral-flux jump at the generator's window seams, relative to elsewhere", "about 1"),
+    "silent_fraction": ("fraction of 50 ms frames below -60 dBFS", "lower"),
+    "clipped_fraction": ("fraction of samples at full scale", "lower"),
+    "rms_db": ("RMS level, dBFS", "as the real audio"),
+}
+
+
+class GenerationPipeline(Protocol):
+    """What the evaluation needs of :class:`jbdiff.pipeline.Pipeline`.
+
+    The results have ``audio`` ``(channels, samples)``, ``sample_rate`` and ``seams``.
+    """
+
+    @property
+    def codec(self) -> Any: ...
+
+    def continue_(
+        self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None
+    ) -> Any: ...
+
+    def remix(
+        self, audio: np.ndarray, sample_rate: int, strength: float, *, seed: int, settings: SamplingSettings | None
+    ) -> Any: ...
+
+
+def pink_noise(samples: int, seed: int, rms: float = 0.1) -> np.ndarray:
+    """Seeded pink (1/f power) noise ``(1, samples)`` float32 with the given RMS level."""
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.standard_normal(samples))
+    spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+    spectrum[0] = 0.0
+    noise = np.fft.irfft(spectrum, n=samples)
+    return (noise * rms / max(1e-12, float(np.sqrt(np.mean(noise**2)))))[None].astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Clip:
+    """Audio ``(channels, samples)`` at the model rate and what the metrics need of it."""
+
+    audio: np.ndarray
+    music: musicnn.MusicnnOutput
+    chroma: np.ndarray
+    key: mm.Key
+
+    @property
+    def mono(self) -> np.ndarray:
+        return self.audio.mean(axis=0)
+
+
+def _describe(audio: np.ndarray) -> _Clip:
+    chroma = mm.mean_chroma(audio, SAMPLE_RATE)
+    return _Clip(audio, musicnn.analyse(audio, SAMPLE_RATE), chroma, mm.estimate_key(chroma))
+
+
+def _similarity(reference: _Clip, candidate: _Clip, name: str) -> dict[str, Any]:
+    """Style and key of ``candidate`` against ``reference``, metrics suffixed with ``name``."""
+    return {
+        f"tag_kl_{name}": mm.tag_kl(reference.music.probabilities, candidate.music.probabilities),
+        f"chroma_{name}": mm.chroma_correlation(reference.chroma, candidate.chroma),
+        f"key_{name}": mm.key_agreement(reference.key, candidate.key),
+    }
+
+
+def _signal(clip: _Clip, seams: Sequence[int]) -> dict[str, Any]:
+    """Seams within the clip, silence, clipping and level."""
+    return {
+        "seam_windows": mm.seam_discontinuity(clip.audio, SAMPLE_RATE, seams),
+        "silent_fraction": mm.silent_fraction(clip.audio, SAMPLE_RATE),
+        "clipped_fraction": mm.clipped_fraction(clip.audio),
+        "rms_db": mm.rms_db(clip.audio),
+        "key": str(clip.key),
+    }
+
+
+def _generated_audio(result: Any, samples: int) -> tuple[np.ndarray, list[int]]:
+    """A pipeline result's audio at the model rate, at most ``samples`` long, and its seams."""
+    audio = np.asarray(result.audio, dtype=np.float32)
+    audio = audio[None] if audio.ndim == 1 else audio
+    seams = [int(s) for s in result.seams]
+    if result.sample_rate != SAMPLE_RATE:
+        audio = soxr.resample(audio.T, result.sample_rate, SAMPLE_RATE, quality="VHQ").T
+        seams = [round(s * SAMPLE_RATE / result.sample_rate) for s in seams]
+    audio = np.ascontiguousarray(audio[:, :samples])
+    return audio, [s for s in seams if 0 < s < audio.shape[-1]]
+
+
+@torch.no_grad()
+def _codec_reconstruction(codec: Any, audio: np.ndarray) -> np.ndarray:
+    """The codec's level-0 encode-decode of mono ``audio`` ``(1, samples)``."""
+    x = torch.from_numpy(audio)[None].to(device=codec.device, dtype=codec.dtype)
+    decoded = codec.decode(0, codec.encode(x, levels=[0])[0])
+    return decoded[0, :, : audio.shape[-1]].float().cpu().numpy()
+
+
+def _load_pipeline(model: str | os.PathLike[str] | None, device: str) -> GenerationPipeline:
+    from jbdiff.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(model, device=device)
+
+
+def _clip_from(path: Path, seconds: float, start_fraction: float) -> tuple[np.ndarray, float]:
+    """Mono ``seconds`` of ``path`` from ``start_fraction`` of it (earlier if needed) and the start."""
+    info = audio_info(path)
+    if info.duration < seconds:
+        raise AudioError(f"{path}: is {info.duration:.2f} s long but {seconds:.2f} s are needed")
+    start = min(info.duration * start_fraction, info.duration - seconds)
+    audio = load_audio(path, sample_rate=SAMPLE_RATE, channels=1, offset=start, duration=seconds)
+    samples = round(seconds * SAMPLE_RATE)
+    if audio.shape[-1] < samples:
+        raise AudioError(f"{path}: only {audio.shape[-1] / SAMPLE_RATE:.2f} s could be read from {start:.2f} s")
+    return audio[:, :samples], start
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None and numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _check_options(seconds: float, start_fraction: float, max_files: int | None) -> None:
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise JbdiffError(f"seconds must be a positive number, got {seconds}")
+    if not 0.0 <= start_fraction < 1.0:
+        raise JbdiffError(f"start fraction must be in [0, 1), got {start_fraction}")
+    if max_files is not None and max_files < 1:
+        raise JbdiffError(f"max_files must be at least 1, got {max_files}")
+
+
+def _clips(
+    data_dir: str | os.PathLike[str],
+    seconds: float,
+    start_fraction: float,
+    max_files: int | None,
+    desc: str,
+    progress: bool,
+    skipped: list[dict[str, str]],
+) -> Iterator[tuple[int, Path, np.ndarray, float]]:
+    """(index, path, clip, start) of every readable file; the others go to ``skipped``."""
+    paths = list_audio_files(data_dir)[:max_files]
+    if not paths:
+        raise JbdiffError(f"{data_dir}: contains no audio files")
+    for index, path in enumerate(tqdm(paths, desc=desc, unit="file", disable=not progress)):
+        try:
+            clip, start = _clip_from(path, seconds, start_fraction)
+        except AudioError as error:
+            skipped.append({"path": str(path), "reason": str(error).removeprefix(f"{path}: ")})
+            continue
+        yield index, path, clip, start
+    if len(skipped) == len(paths):
+        reason = skipped[0]["reason"]
+        raise JbdiffError(f"{data_dir}: none of its {len(paths)} audio files could be evaluated ({reason})")
+
+
+def _summary(
+    names: Sequence[str], per_file: list[dict[str, dict[str, Any]]], fd: dict[str, Callable[[str], float]]
+) -> dict[str, dict[str, float]]:
+    """Per condition: the Fréchet distances ``fd`` and the mean over files of every other metric."""
+    return {
+        name: {
+            **{metric: distance(name) for metric, distance in fd.items()},
+            **{
+                metric: _mean([file[name][metric] for file in per_file])
+                for metric in per_file[0][name]
+                if metric != "key"
+            },
+        }
+        for name in names
+    }
+
+
+def _options(
+    data_dir: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None,
+    pipeline: GenerationPipeline | None,
+    settings: SamplingSettings | None,
+    **values: Any,
+) -> dict[str, Any]:
+    return {
+        "data_dir": str(data_dir),
+        "model": None if pipeline is not None or model is None else str(model),
+        "sampling": None if settings is None else dataclasses.asdict(settings),
+        **values,
+        "sample_rate": SAMPLE_RATE,
+    }
+
+
+def evaluate_continuation(
+    data_dir: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    pipeline: GenerationPipeline | None = None,
+    settings: SamplingSettings | None = None,
+    seed_seconds: float = 10.0,
+    seconds: float = 20.0,
+    start_fraction: float = 1 / 3,
+    max_files: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Continue a seed from every audio file under ``data_dir`` and score it against baselines.
+
+    ``pipeline`` (a loaded :class:`jbdiff.pipeline.Pipeline`) or else the bundle at ``model``
+    (None: the shipped demo bundle, loaded on ``device``) generates with the sampling
+    ``settings`` (None: the pipeline's defaults; the seed is replaced). Files shorter than
+    ``seed_seconds + seconds`` or unreadable are skipped and listed. Returns a JSON-ready
+    report: ``options``, per-condition ``summary``, per-file values and ``skipped``.
+    """
+    _check_options(seconds, start_fraction, max_files)
+    if not (seed_seconds > 0 and math.isfinite(seed_seconds)):
+        raise JbdiffError(f"seed seconds must be a positive number, got {seed_seconds}")
+    pipe = pipeline if pipeline is not None else _load_pipeline(model, device)
+    seed_samples, samples = round(seed_seconds * SAMPLE_RATE), round(seconds * SAMPLE_RATE)
+    loops = -(-samples // seed_samples)
+    files: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    embeddings: dict[str, list[np.ndarray]] = {name: [] for name in (*CONDITIONS, "seed")}
+    clips = _clips(data_dir, seed_seconds + seconds, start_fraction, max_files, "eval continuation", progress, skipped)
+    for index, path, clip, start in clips:
+        seed_audio, real = clip[:, :seed_samples], clip[:, seed_samples:]
+        result = pipe.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings)
+        generated, seams = _generated_audio(result, samples)
+        candidates = {
+            "generated": (generated, seams),
+            "real": (real, []),
+            "looped_seed": (np.tile(seed_audio, loops)[:, :samples], [k * seed_samples for k in range(1, loops)]),
+            "pink_noise": (pink_noise(samples, seed + index, rms=float(np.sqrt(np.mean(real**2)))), []),
+            "codec": (_codec_reconstruction(pipe.codec, real), []),
+        }
+        seed_clip = _describe(seed_audio)
+        described = {name: _describe(audio) for name, (audio, _) in candidates.items()}
+        embeddings["seed"].append(seed_clip.music.embeddings)
+        conditions = {}
+        for name, candidate in described.items():
+            embeddings[name].append(candidate.music.embeddings)
+            joined = np.concatenate([seed_clip.mono, candidate.mono])
+            conditions[name] = {
+                **_similarity(seed_clip, candidate, "seed"),
+                **_similarity(described["real"], candidate, "real"),
+                "seam_join": mm.seam_discontinuity(joined, SAMPLE_RATE, [seed_samples]),
+                **_signal(candidate, candidates[name][1]),
+            }
+        files.append(
+            {
+                "path": str(path),
+                "start_seconds": start,
+                "seed": seed + index,
+                "seed_key": str(seed_clip.key),
+                "generated_seams": seams,
+                "conditions": conditions,
+            }
+        )
+
+    pooled = {name: np.concatenate(parts) for name, parts in embeddings.items()}
+    summary = _summary(
+        CONDITIONS,
+        [file["conditions"] for file in files],
+        {
+            "fd_real": lambda name: mm.frechet_distance(pooled[name], pooled["real"]),
+            "fd_seed": lambda name: mm.frechet_distance(pooled[name], pooled["seed"]),
+        },
+    )
+    options = _options(
+        data_dir, model, pipeline, settings,
+        seed_seconds=seed_seconds, seconds=seconds, start_fraction=start_fraction, seed=seed,
+    )  # fmt: skip
+    report = {"kind": "continuation", "options": options, "conditions": list(CONDITIONS), "summary": summary}
+    return _json_safe({**report, "files": files, "skipped": skipped})
+
+
+def evaluate_remix(
+    data_dir: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    pipeline: GenerationPipeline | None = None,
+    settings: SamplingSettings | None = None,
+    strengths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    seconds: float = 20.0,
+    start_fraction: float = 1 / 3,
+    max_files: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Remix a clip of every audio file under ``data_dir`` at each strength; score output vs input.
+
+    ``pipeline``, ``model``, ``settings``, ``device`` and skipping as in
+    :func:`evaluate_continuation`. Returns a JSON-ready report whose ``summary`` maps
+    ``"input"`` and each strength (formatted as ``"0.5"``) to its metrics: a curve from the
+    input outwards.
+    """
+    _check_options(seconds, start_fraction, max_files)
+    points = ["input", *(f"{s:g}" for s in strengths)]
+    if not strengths or not all(0.0 <= s <= 1.0 for s in strengths) or len(set(points)) < len(points):
+        raise JbdiffError(f"remix strengths must be one or more different numbers in [0, 1], got {list(strengths)}")
+    pipe = pipeline if pipeline is not None else _load_pipeline(model, device)
+    samples = round(seconds * SAMPLE_RATE)
+    files: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    embeddings: dict[str, list[np.ndarray]] = {point: [] for point in points}
+    clips = _clips(data_dir, seconds, start_fraction, max_files, "eval remix", progress, skipped)
+    for index, path, clip, start in clips:
+        source = _describe(clip)
+        outputs: dict[str, tuple[_Clip, list[int]]] = {"input": (source, [])}
+        for strength, point in zip(strengths, points[1:]):
+            result = pipe.remix(clip, SAMPLE_RATE, strength, seed=seed + index, settings=settings)
+            audio, seams = _generated_audio(result, samples)
+            outputs[point] = (_describe(audio), seams)
+        results = {}
+        for point, (output, seams) in outputs.items():
+            embeddings[point].append(output.music.embeddings)
+            results[point] = {**_similarity(source, output, "input"), **_signal(output, seams)}
+        files.append({"path": str(path), "start_seconds": start, "seed": seed + index, "strengths": results})
+
+    pooled = {point: np.concatenate(parts) for point, parts in embeddings.items()}
+    summary = _summary(
+        points,
+        [file["strengths"] for file in files],
+        {"fd_input": lambda point: mm.frechet_distance(pooled[point], pooled["input"])},
+    )
+    options = _options(
+        data_dir, model, pipeline, settings,
+        strengths=list(strengths), seconds=seconds, start_fraction=start_fraction, seed=seed,
+    )  # fmt: skip
+    report = {"kind": "remix", "options": options, "conditions": points, "summary": summary}
+    return _json_safe({**report, "files": files, "skipped": skipped})
+
+
+def _per_file(report: dict[str, Any], condition: str, metric: str) -> list[float]:
+    """One metric of one condition (or strength) for every file; FD has no per-file values."""
+    key = "conditions" if report["kind"] == "continuation" else "strengths"
+    values = [file[key][condition].get(metric) for file in report["files"]]
+    return [v for v in values if v is not None]
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The summary as a markdown table (a row per condition or strength) with a metric legend."""
+    metrics = list(next(iter(report["summary"].values())))
+    header = ["condition" if report["kind"] == "continuation" else "strength", *metrics]
+    rows = [
+        [name, *("n/a" if values[m] is None else f"{values[m]:.4g}" for m in metrics)]
+        for name, values in report["summary"].items()
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:]))]) + " |"
+        for row in (header, *rows)
+    ]
+    lines.insert(1, "|" + "|".join(["-" * (widths[0] + 2), *("-" * (w + 1) + ":" for w in widths[1:])]) + "|")
+    options = report["options"]
+    files = len(report["files"])
+    title = f"# jbdiff eval {report['kind']}: {files} file(s) from {options['data_dir']}, seed {options['seed']}"
+    legend = [f"- `{m}`: {METRICS[m][0]} ({METRICS[m][1]})" for m in metrics]
+    skipped = [f"- skipped {s['path']}: {s['reason']}" for s in report["skipped"]]
+    return "\n".join([title, "", *lines, "", *legend, *([""] + skipped if skipped else [])]) + "\n"
+
+
+def _plot(report: dict[str, Any], metric: str, path: Path) -> None:
+    """One metric: bars per condition (continuation) or a curve over strength (remix), files as dots."""
+    names = list(report["summary"])
+    means = [report["summary"][name][metric] for name in names]
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.subplots()
+    if report["kind"] == "continuation":
+        positions = np.arange(len(names))
+        axes.bar(positions, [np.nan if m is None else m for m in means], color="#9bb7d4")
+        axes.set_xticks(positions, names)
+    else:
+        positions = np.array([0.0, *report["options"]["strengths"]])
+        axes.plot(positions, [np.nan if m is None else m for m in means], "o-", color="#3a6ea5")
+        axes.set_xticks(positions, ["input", *names[1:]])
+        axes.set_xlabel("remix strength")
+    for x, name in zip(positions, names):
+        values = _per_file(report, name, metric)
+        axes.plot([x] * len(values), values, "k.", alpha=0.6)
+    description, better = METRICS[metric]
+    axes.set_title(f"{metric}: {better}", fontsize=10)
+    axes.set_ylabel(description, fontsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def write_report(report: dict[str, Any], prefix: str | os.PathLike[str]) -> list[Path]:
+    """Write ``PREFIX.md``, ``PREFIX.json`` and ``PREFIX_<metric>.png`` per metric; return the paths."""
+    prefix = Path(prefix)
+    if not prefix.parent.is_dir():
+        raise JbdiffError(f"{prefix}: the folder {prefix.parent} does not exist")
+    written = []
+    texts = {".md": report_markdown(report), ".json": json.dumps(report, indent=2, allow_nan=False) + "\n"}
+    for suffix, text in texts.items():
+        path = prefix.parent / f"{prefix.name}{suffix}"
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        written.append(path)
+    for metric in next(iter(report["summary"].values())):
+        path = prefix.parent / f"{prefix.name}_{metric}.png"
+        _plot(report, metric, path)
+        written.append(path)
+    return written
