@@ -12,8 +12,12 @@ from collections.abc import Sequence
 
 import librosa
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
+    "CHROMA_RATE",
+    "PITCH_CLASSES",
+    "SILENCE_DB",
     "Key",
     "chroma_correlation",
     "clipped_fraction",
@@ -33,7 +37,7 @@ PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"
 _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 SILENCE_DB = -120.0  # the floor reported for digital silence
-CHROMA_RATE = 11025
+CHROMA_RATE = 11025  # chroma is computed at this rate
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:
@@ -63,7 +67,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"expected two non-empty sets shaped (n, d) with the same d, got {a.shape} and {b.shape}")
 
     def factor(x: np.ndarray) -> np.ndarray:
-        return np.linalg.qr((x - x.mean(axis=0)) / np.sqrt(max(len(x) - 1, 1)), mode="r")
+        return np.linalg.qr((x - x.mean(axis=0)) / np.sqrt(max(len(x) - 1, 1))).R
 
     factor_a, factor_b = factor(a), factor(b)
     cross = np.linalg.svd(factor_a @ factor_b.T, compute_uv=False).sum()
@@ -71,14 +75,14 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(0.0, float(diff @ diff + np.sum(factor_a**2) + np.sum(factor_b**2) - 2.0 * cross))
 
 
-def tag_kl(reference: np.ndarray, candidate: np.ndarray, eps: float = 1e-6) -> float:
+def tag_kl(reference: npt.ArrayLike, candidate: npt.ArrayLike, eps: float = 1e-6) -> float:
     """KL divergence (nats) from ``reference``'s tag distribution to ``candidate``'s.
 
     Each argument is tag probabilities ``(tags,)`` or per patch ``(patches, tags)``; patches are
     averaged and the tag vector is normalised to sum to one (the clip's distribution over
     tags). 0 when both clips spread over the tags alike.
     """
-    p, q = (np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1]).mean(axis=0) + eps for x in (reference, candidate))
+    p, q = (np.atleast_2d(np.asarray(x, dtype=np.float64)).mean(axis=0) + eps for x in (reference, candidate))
     if p.shape != q.shape:
         raise ValueError(f"tag vectors differ in length: {p.shape[0]} and {q.shape[0]}")
     p, q = p / p.sum(), q / q.sum()

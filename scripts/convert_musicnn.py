@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,6 @@ def torch_state(prefix: str) -> dict[str, np.ndarray]:
 
 def reference_fixture() -> dict[str, Any]:
     """TensorFlow outputs on every clip of :data:`CLIPS`, with the versions that produced them."""
-    import librosa
-    import tensorflow as tf
     from musicnn import configuration as config
 
     clips = []
@@ -150,7 +149,7 @@ def reference_fixture() -> dict[str, Any]:
         )
     return {
         "source": "musicnn 0.1.0 MTT_musicnn (TensorFlow checkpoint), spectrogram in float32",
-        "versions": {"tensorflow": tf.__version__, "librosa": librosa.__version__, "numpy": np.__version__},
+        "versions": {name: version(name) for name in ("tensorflow-cpu", "librosa", "numpy")},
         "tags": list(config.MTT_LABELS),
         "clips": clips,
     }
