@@ -135,6 +135,25 @@ def cmd_eval_codec(args: argparse.Namespace) -> None:
         print(f"metrics written to {args.json}")
 
 
+def cmd_eval_generation(args: argparse.Namespace) -> None:
+    from jbdiff import evaluate_generation as ev
+
+    common = {"model": args.model, "seconds": args.seconds, "max_files": args.max_files, "seed": args.seed,
+              "device": args.device, "progress": not args.no_progress}
+    if args.target == "continuation":
+        report = ev.evaluate_continuation(args.data, seed_seconds=args.seed_seconds, **common)
+    else:
+        try:
+            strengths = [float(v) for v in args.strengths.split(",")]
+        except ValueError:
+            raise JbdiffError(f"--strengths: '{args.strengths}' is not a comma-separated list of numbers") from None
+        report = ev.evaluate_remix(args.data, strengths=strengths, **common)
+    print(ev.report_markdown(report))
+    if args.json:
+        written = ev.write_report(report, Path(args.json).with_suffix(""))
+        print(f"report written to {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plot(s)")
+
+
 STAGE_KEYS = {"2": "level2", "1": "level1", "0": "level0", "dance": "dance", "level2": "level2", "level1": "level1", "level0": "level0"}
 
 
@@ -334,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     evc.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     evc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     evc.set_defaults(func=cmd_eval_codec)
+
+    for target, what in (("continuation", "continue a seed from every file and score it against real music and baselines"),
+                         ("remix", "remix a clip of every file at several strengths and score output against input")):
+        evg = ev.add_parser(target, help=what)
+        evg.add_argument("--data", required=True, help="folder of audio files (held-out music)")
+        evg.add_argument("--model", help="model bundle (default: the demo bundle shipped with jbdiff)")
+        evg.add_argument("--json", help="write OUT.json, OUT.md (markdown table) and OUT_<metric>.png plots")
+        evg.add_argument("--seconds", type=float, default=20.0, help="seconds generated per file (default: 20)")
+        if target == "continuation":
+            evg.add_argument("--seed-seconds", type=float, default=10.0, help="seconds of seed, from one third in (default: 10)")
+        else:
+            evg.add_argument("--strengths", default="0.25,0.5,0.75,1", help="remix strengths (default: 0.25,0.5,0.75,1)")
+        evg.add_argument("--max-files", type=int, help="evaluate at most this many files")
+        evg.add_argument("--seed", type=int, default=0, help="random seed; file i uses seed + i (default: 0)")
+        evg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+        evg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        evg.set_defaults(func=cmd_eval_generation)
     return parser
 
 

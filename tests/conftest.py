@@ -55,4 +55,9 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_codec: Codec) -> 
         runs[stage] = _random_stage(LatentDenoiser(cfg), root, stage, to_dict(cfg))
     dance_cfg = from_dict(DanceConfig, load_yaml(ROOT / "configs" / "dance" / "tiny.yaml")["model"], "dance")
     runs["dance"] = _random_stage(DanceUNet(dance_cfg), root, "dance", to_dict(dance_cfg))
-    return export_bundle(runs, root / "bundle", data_note="random weights (tests)")
+    fast = {  # few steps, one base window per pass: the bundle's recommended settings, for quick runs
+        "level2": {"steps": 3, "guidance": 2.0}, "level1": {"steps": 3, "init_strength": 0.34},
+        "level0": {"steps": 2, "init_strength": 0.5}, "dance": {"steps": 2, "init_strength": 0.5},
+        "window_multiplier": 1, "crossfade_samples": 512,
+    }
+    return export_bundle(runs, root / "bundle", data_note="random weights (tests)", sampling=fast)

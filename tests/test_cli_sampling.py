@@ -90,3 +90,19 @@ def test_an_existing_output_needs_overwrite(tiny_bundle: Path, tmp_path: Path, c
     assert code == 2 and "--overwrite" in err and out.read_bytes() == b"keep me"
     assert _run(["generate", "--seconds", "0.2", "-o", str(out), "--model", str(tiny_bundle), "--overwrite", *FAST], capsys)[0] == 0
     assert audio_info(out).frames == 8820
+
+
+def test_eval_continuation_and_remix_commands(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "music"
+    data.mkdir()
+    save_audio(data / "song.wav", synth_music(3.5, seed=4))
+    common = ["--data", str(data), "--model", str(tiny_bundle), "--seconds", "1", "--device", "cpu", "--no-progress"]
+    code, stdout, _ = _run(["eval", "continuation", *common, "--seed-seconds", "1", "--json", str(tmp_path / "cont.json")], capsys)
+    assert code == 0 and "|" in stdout
+    report = json.loads((tmp_path / "cont.json").read_text())
+    assert {"generated", "pink_noise"} <= set(report["summary"])
+    assert (tmp_path / "cont.md").is_file() and list(tmp_path.glob("cont_*.png"))
+    code, stdout, _ = _run(["eval", "remix", *common, "--strengths", "0,1"], capsys)
+    assert code == 0 and "|" in stdout
+    code, _, err = _run(["eval", "remix", *common, "--strengths", "half"], capsys)
+    assert code == 2 and "--strengths" in err
