@@ -246,7 +246,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
     p.add_argument("--preset", choices=("default", "v1"), help="start from jbdiff's default recipe or Jukebox-Diffusion v1's (default: the bundle's own)")
     p.add_argument("--levels", help="stages to run, coarsest first: 2,1,0,dance (default), or e.g. 2,1 to stop at level 1")
-    p.add_argument("--steps", help="sampling steps: one number for every stage, or per stage as 2=50,1=24,0=12,dance=20")
+    p.add_argument("--steps", help="sampling steps: one number for every stage, or per stage as 2=50,1=18,0=8,dance=20")
     p.add_argument("--guidance", help="classifier-free guidance scale, e.g. 2=4,1=2,0=1.3")
     p.add_argument("--init-strength", dest="init_strength", help="fraction of each stage's steps skipped, e.g. 1=0.67,0=0.5,dance=0.23")
     p.add_argument("--sampler", help="dpm (DPM-Solver++) or v (the reference sampler), for every stage or e.g. 2=v")

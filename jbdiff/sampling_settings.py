@@ -1,8 +1,9 @@
 """Settings for sampling a piece: which stages run, how each one samples, windows and seams.
 
 ``PRESETS["default"]`` is jbdiff's recipe: DPM-Solver++(2M), which needs far fewer steps than the
-reference sampler (50 / 8 / 6 / 15 network evaluations per window at levels 2 / 1 / 0 / Dance,
-against v1's 250 / 23 / 10 / 116), with four base windows per pass; ``PRESETS["v1"]`` is Jukebox-Diffusion v1's (the reference v-sampler, 250 / 70 / 20 / 150
+reference sampler (50 / 6 / 4 / 15 network evaluations per window at levels 2 / 1 / 0 / Dance,
+against v1's 250 / 23 / 10 / 116), no guidance at level 0 (whose start tensor already carries
+the music; guidance doubles a stage's cost), and four base windows per pass; ``PRESETS["v1"]`` is Jukebox-Diffusion v1's (the reference v-sampler, 250 / 70 / 20 / 150
 steps from init strengths 0 / 0.67 / 0.5 / 0.23, two base windows per pass, as its
 ``--token-multiplier`` default).
 """
@@ -51,8 +52,8 @@ class SamplingSettings:
 
     levels: tuple[str, ...] = STAGE_NAMES
     level2: StageSettings = field(default_factory=lambda: StageSettings(50, guidance=4.0))
-    level1: StageSettings = field(default_factory=lambda: StageSettings(24, guidance=2.0, init_strength=0.67))
-    level0: StageSettings = field(default_factory=lambda: StageSettings(12, guidance=1.3, init_strength=0.5))
+    level1: StageSettings = field(default_factory=lambda: StageSettings(18, guidance=2.0, init_strength=0.67))
+    level0: StageSettings = field(default_factory=lambda: StageSettings(8, guidance=1.0, init_strength=0.5))
     dance: StageSettings = field(default_factory=lambda: StageSettings(20, init_strength=0.23))
     noise_style: str = "random"
     noise_step: float = 0.05

@@ -63,16 +63,16 @@ trained_steps() {
 # (at niceness $NICE when set).
 train() {
     local stage=$1 steps=$2; shift 2
-    local done; done=$(trained_steps "$RUN/$stage")
-    if (( done >= steps )); then
-        say "$stage: already trained ($done >= $steps steps)"
+    local have; have=$(trained_steps "$RUN/$stage")
+    if (( have >= steps )); then
+        say "$stage: already trained ($have >= $steps steps)"
         return
     fi
-    say "$stage: training from step $done to $steps (log: $LOGS/$stage.log)"
+    say "$stage: training from step $have to $steps (log: $LOGS/$stage.log)"
     local start=$SECONDS
     # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
     nice -n "${NICE:-0}" jbdiff train "$stage" "$@" --out "$RUN/$stage" --max-steps "$steps" $TRAIN_ARGS >>"$LOGS/$stage.log" 2>&1
-    printf '%s\t%s\t%s\t%s\n' "$stage" "$done" "$steps" "$((SECONDS - start))" >>"$LOGS/times.tsv"
+    printf '%s\t%s\t%s\t%s\n' "$stage" "$have" "$steps" "$((SECONDS - start))" >>"$LOGS/times.tsv"
     say "$stage: done in $((SECONDS - start)) s"
 }
 
@@ -113,6 +113,7 @@ done
 jbdiff export --codec "$RUN/codec" --level2 "$RUN/level2" --level1 "$RUN/level1" --level0 "$RUN/level0" \
     --dance "$RUN/dance" --out "$BUNDLE" --half --overwrite \
     --data-note "Wesnoth 1.16 music (Debian wesnoth-1.16-music, GPL-2+), 31 tracks; held out: the_deep_path, traveling_minstrels, knolls, elvish-theme, weight_of_revenge"
+chmod 644 "$BUNDLE"/*  # exported files are private (0600); the package must be readable by all
 du -sh "$BUNDLE"
 
 # 7. held-out codec evaluation
