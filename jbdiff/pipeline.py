@@ -38,6 +38,7 @@ from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.spectrogram import save_spectrogram_png
 from jbdiff.stage_io import BUNDLE_YAML
 from jbdiff.window_sampler import Stages, WindowSampler
+from levels.codec import Codec
 from levels.codec_io import load_codec
 from upsampler.dance_refiner import load_dance
 
@@ -113,8 +114,8 @@ class Pipeline:
         self.settings = settings  # the bundle's recommended sampling settings (its ``sampling`` section)
 
     @property
-    def codec(self) -> Any:
-        """The bundle's codec (``levels.codec.Codec``)."""
+    def codec(self) -> Codec:
+        """The bundle's codec."""
         return self.stages.codec
 
     @classmethod
@@ -128,8 +129,8 @@ class Pipeline:
                 raise JbdiffError(f"{folder}: model bundle not found")
             raise JbdiffError(f"{folder}: not a model bundle (no {BUNDLE_YAML}; make one with 'jbdiff export')")
         bundle = load_yaml(folder / BUNDLE_YAML)
-        manifest = bundle.get("stages")
-        if not isinstance(manifest, list) or "codec" not in manifest:
+        listed = bundle.get("stages")
+        if not isinstance(listed, list) or "codec" not in listed:
             raise JbdiffError(f"{folder / BUNDLE_YAML}: no 'stages' list with a codec")
         sampling = bundle.get("sampling")
         settings = from_dict(SamplingSettings, sampling, f"{folder / BUNDLE_YAML}: sampling") if sampling else SamplingSettings()
@@ -137,11 +138,11 @@ class Pipeline:
         codec = load_codec(folder).to(torch_device)
         denoisers = {
             int(name[-1]): load_denoiser(folder, name).to(torch_device, torch_dtype)
-            for name in ("level2", "level1", "level0") if name in manifest
+            for name in ("level2", "level1", "level0") if name in listed
         }
-        dance = load_dance(folder).to(torch_device, torch_dtype) if "dance" in manifest else None
+        dance = load_dance(folder).to(torch_device, torch_dtype) if "dance" in listed else None
         fingerprints = {"codec": codec.fingerprint()}
-        fingerprints.update({name: _file_digest(folder / f"{name}.safetensors") for name in manifest if name != "codec"})
+        fingerprints.update({name: _file_digest(folder / f"{name}.safetensors") for name in listed if name != "codec"})
         stages = Stages(codec, denoisers, dance)
         return cls(stages, path=folder, device=torch_device, dtype=torch_dtype, fingerprints=fingerprints, settings=settings)
 
