@@ -24,8 +24,8 @@
 #   7. eval       jbdiff eval codec on heldout_audio -> $BUNDLE/eval_codec.json
 #
 # Environment: RUN (runs/demo), BUNDLE (jbdiff/demo_model), THREADS (torch threads per training
-# process, 1: the CPU is shared), ENCODE_THREADS (2; nothing else of this recipe runs then but
-# the Dance stage), TRAIN_ARGS (extra options for every `jbdiff train`, e.g.
+# process, 1: the CPU is shared), ENCODE_THREADS (torch threads for encode; default THREADS),
+# TRAIN_ARGS (extra options for every `jbdiff train`, e.g.
 # "--accelerator gpu"), DEVICE (encode/eval device, auto), EVAL_SECONDS (seconds per held-out
 # track, 30). Logs: $RUN/logs/STAGE.log; wall time of every stage run: $RUN/logs/times.tsv.
 set -euo pipefail
@@ -42,7 +42,7 @@ LEVEL0_STEPS=${LEVEL0_STEPS:-$LEVEL_STEPS}
 DANCE_STEPS=${DANCE_STEPS:-1000}
 LEVEL_SECONDS=${LEVEL_SECONDS:-40}
 THREADS=${THREADS:-1}
-ENCODE_THREADS=${ENCODE_THREADS:-2}
+ENCODE_THREADS=${ENCODE_THREADS:-$THREADS}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 DEVICE=${DEVICE:-auto}
 EVAL_SECONDS=${EVAL_SECONDS:-30}
@@ -90,7 +90,24 @@ NICE=10 train dance "$DANCE_STEPS" --data "$RUN/train_audio" --config configs/da
 dance_pid=$!
 train codec "$CODEC_STEPS" --data "$RUN/train_audio" --config configs/codec/tiny.yaml
 
-# 4. encode
+# 4. encode. Latents and level runs made with an earlier state of the codec (a codec trained
+# further since) no longer fit it: they are removed and redone.
+python - "$RUN" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+import yaml
+run = Path(sys.argv[1])
+codec = yaml.safe_load((run / "codec" / "codec.yaml").read_text())["fingerprint"]
+manifest = run / "latents" / "manifest.json"
+if manifest.is_file() and json.loads(manifest.read_text())["codec_fingerprint"] != codec:
+    print(f"removing {run / 'latents'}: encoded with an earlier state of the codec")
+    shutil.rmtree(run / "latents")
+for level in ("level2", "level1", "level0"):
+    stage = run / level / f"{level}.yaml"
+    if stage.is_file() and yaml.safe_load(stage.read_text())["codec_fingerprint"] != codec:
+        print(f"removing {run / level}: trained on latents of an earlier state of the codec")
+        shutil.rmtree(run / level)
+PY
 say "encoding $RUN/level_audio (log: $LOGS/encode.log)"
 start=$SECONDS
 OMP_NUM_THREADS=$ENCODE_THREADS MKL_NUM_THREADS=$ENCODE_THREADS \
