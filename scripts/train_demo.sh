@@ -20,7 +20,8 @@
 #   4. encode     jbdiff encode level_audio with the codec (a rerun encodes only new files)
 #   5. levels     jbdiff train level2|level1|level0 (tiny configs) from the shards,
 #                 LEVEL2_STEPS / LEVEL1_STEPS / LEVEL0_STEPS (default LEVEL_STEPS), all three at once
-#   6. export     jbdiff export --half into $BUNDLE (float16 diffusion stages, float32 codec)
+#   6. export     jbdiff export --half into $BUNDLE (float16 diffusion stages, float32 codec), with
+#                 configs/sampling/demo.yaml as the bundle's recommended sampling settings
 #   7. eval       jbdiff eval codec on heldout_audio -> $BUNDLE/eval_codec.json
 #
 # Environment: RUN (runs/demo), BUNDLE (jbdiff/demo_model), THREADS (torch threads per training
@@ -128,7 +129,7 @@ done
 
 # 6. export
 jbdiff export --codec "$RUN/codec" --level2 "$RUN/level2" --level1 "$RUN/level1" --level0 "$RUN/level0" \
-    --dance "$RUN/dance" --out "$BUNDLE" --half --overwrite \
+    --dance "$RUN/dance" --out "$BUNDLE" --half --overwrite --sampling configs/sampling/demo.yaml \
     --data-note "Wesnoth 1.16 music (Debian wesnoth-1.16-music, GPL-2+), 31 tracks; held out: the_deep_path, traveling_minstrels, knolls, elvish-theme, weight_of_revenge"
 chmod 644 "$BUNDLE"/*  # exported files are private (0600); the package must be readable by all
 du -sh "$BUNDLE"
