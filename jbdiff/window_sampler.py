@@ -47,8 +47,9 @@ def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
 class WindowSampler:
     """Runs the passes of one piece for a batch of takes; holds only each level's recent history.
 
-    ``progress(stage)`` is called once per network evaluation; ``timings`` accumulates the
-    seconds spent per stage (``codec`` for decoding and re-encoding between levels).
+    ``progress(stage)`` (an attribute; a no-op by default) is called once per network
+    evaluation; ``timings`` accumulates the seconds spent per stage (``codec`` for decoding and
+    re-encoding between levels).
     """
 
     def __init__(
@@ -58,7 +59,6 @@ class WindowSampler:
         *,
         device: torch.device,
         dtype: torch.dtype,
-        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.stages, self.settings, self.device, self.dtype = stages, settings, device, dtype
         self.levels = settings.latent_levels
@@ -83,7 +83,7 @@ class WindowSampler:
                 raise JbdiffError(f"level {level}: a pass of {self.chunk // self.hops[level]} frames is not a multiple of its UNet's factor {factor}")
         self.decode_margin = {lv: math.ceil(decoder_radius(codec.cfg, lv) / self.hops[lv]) + 1 for lv in range(codec.levels)}
         self.encode_margin = {lv: math.ceil(encoder_radius(codec.cfg, lv) / grain) * grain for lv in range(codec.levels)}
-        self.progress = progress or (lambda stage: None)
+        self.progress: Callable[[str], None] = lambda stage: None
         self.timings = {name: 0.0 for name in (*settings.levels, "codec")}
         batch = settings.batch
         self.history = {lv: torch.zeros(batch, codec.cfg.emb_width, 0, device=device) for lv in self.levels}
