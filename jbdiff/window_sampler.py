@@ -166,9 +166,9 @@ class WindowSampler:
         """This level's start latents for the pass from the level above's audio of the pass."""
         whole = torch.cat([self.above[level], audio], dim=-1)
         self.above[level] = whole[..., -self.encode_margin[level] :] if self.encode_margin[level] else whole[..., :0]
-        codes = self.stages.codec.encode(whole, [level])[level]
+        latents = self.stages.codec.encode(whole, [level])[level]
         self._tock("codec", started)
-        return codes[..., -(self.chunk // self.hops[level]) :]
+        return latents[..., -(self.chunk // self.hops[level]) :]
 
     def _decode_new(self, level: int, before: int) -> torch.Tensor:
         """Mono audio of the pass's latents at ``level``, starting ``before`` samples early."""
