@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import shutil
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,7 @@ FAST_MODEL = {"io_channels": 2, "depth": 5, "n_attn_layers": 1, "channels": [16,
 FAST = DanceConfig(**FAST_MODEL)  # length multiple 16, min length 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Intra-op threads thrash on a busy 2-core machine; one thread is many times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

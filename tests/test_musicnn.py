@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,13 +34,7 @@ convert = _load_script()
 REFERENCE: dict[str, Any] = json.loads(FIXTURE.read_text())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Intra-op threads thrash on a busy 2-core machine; one thread is many times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_fixture_covers_the_script_clips_and_tags() -> None:
