@@ -159,15 +159,9 @@ class Pipeline:
         **changes: Any,
     ) -> Generation:
         """Continue ``audio`` (the seed) by ``seconds``; ``include_seed`` returns seed + continuation."""
-        settings = self._settings(settings, changes)
-        if "level2" not in settings.levels:
-            raise JbdiffError("continuing a seed needs level 2 (the base prior) in --levels")
+        settings = self._settings(settings, changes, generating="continuing a seed")
         total = self._samples(seconds)
-        seed = _as_mono_tensor(audio, sample_rate, "seed")
-        if seed.shape[-1] < max(self.codec.hops):
-            raise JbdiffError(
-                f"seed: {seed.shape[-1]} samples is shorter than one latent frame ({max(self.codec.hops)} samples at {SAMPLE_RATE} Hz)"
-            )
+        seed = self._model_input(audio, sample_rate, "seed")
         sampler = self._sampler(settings)
         sampler.prime(seed)
         seed_out = _as_output_channels(audio, sample_rate, sampler.channels)
@@ -190,9 +184,7 @@ class Pipeline:
         **changes: Any,
     ) -> Generation:
         """``seconds`` of new music from an empty context."""
-        settings = self._settings(settings, changes)
-        if "level2" not in settings.levels:
-            raise JbdiffError("generating needs level 2 (the base prior) in --levels")
+        settings = self._settings(settings, changes, generating="generating")
         sampler = self._sampler(settings)
         return self._render("generate", sampler, settings, _Job(total=self._samples(seconds)), out, progress, {"seconds": seconds})
 
@@ -217,18 +209,28 @@ class Pipeline:
         if not 0.0 <= strength <= 1.0:
             raise JbdiffError(f"remix strength must be in [0, 1], got {strength}")
         settings = self._settings(settings, changes)
-        source = _as_mono_tensor(audio, sample_rate, "input")
-        if source.shape[-1] < max(self.codec.hops):
-            raise JbdiffError(f"input: {source.shape[-1]} samples is shorter than one latent frame ({max(self.codec.hops)} samples)")
+        source = self._model_input(audio, sample_rate, "input")
         sampler = self._sampler(settings)
         if context is not None:
-            sampler.prime(_as_mono_tensor(context[0], context[1], "context"))
+            sampler.prime(self._model_input(context[0], context[1], "context"))
         job = _Job(total=source.shape[-1], source=source.to(self.device), strength=strength)
         return self._render("remix", sampler, settings, job, out, progress, {"strength": strength, "context": context is not None})
 
-    def _settings(self, settings: SamplingSettings | None, changes: dict[str, Any]) -> SamplingSettings:
+    def _settings(self, settings: SamplingSettings | None, changes: dict[str, Any], *, generating: str = "") -> SamplingSettings:
+        """``settings`` (default: the bundle's) with ``changes``; ``generating`` names a run that needs level 2."""
         settings = settings or self.settings
-        return settings.replace(**changes) if changes else settings
+        settings = settings.replace(**changes) if changes else settings
+        if generating and "level2" not in settings.levels:
+            raise JbdiffError(f"{generating} needs level 2 (the base prior) in --levels")
+        return settings
+
+    def _model_input(self, audio: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
+        """(1, 1, samples) mono at the model's rate, refused when shorter than one coarsest latent frame."""
+        mono = _as_mono_tensor(audio, sample_rate, what)
+        frame = max(self.codec.hops)
+        if mono.shape[-1] < frame:
+            raise JbdiffError(f"{what}: {mono.shape[-1]} samples is shorter than one latent frame ({frame} samples at {SAMPLE_RATE} Hz)")
+        return mono
 
     def _samples(self, seconds: float) -> int:
         if not seconds > 0 or not math.isfinite(seconds):
