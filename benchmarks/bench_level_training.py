@@ -125,7 +125,7 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.module.denoiser.parameters(), self.module.cfg.train.grad_clip)
         self.optimizer.step()
-        self.module.on_train_batch_end(loss, batch, self.step)
+        self.module.update_ema()
         self.step += 1
 
 

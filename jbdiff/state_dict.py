@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -46,7 +46,7 @@ class _Opaque(dict):  # type: ignore[type-arg]
     reading metadata never runs foreign code.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         return super().__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -64,7 +64,7 @@ class _LenientUnpickler(pickle.Unpickler):
         return _Opaque
 
 
-class _lenient_pickle:  # noqa: N801 - a stand-in for the ``pickle`` module
+class _lenient_pickle:  # a stand-in for the ``pickle`` module
     Unpickler = _LenientUnpickler
     load = pickle.load
     __name__ = "pickle"

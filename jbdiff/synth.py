@@ -15,7 +15,7 @@ def synth_music(seconds: float, sample_rate: int = SAMPLE_RATE, seed: int = 0, b
     Returns float32 ``(1, samples)`` peaking around 0.5; the same seed gives the same audio.
     """
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     out = np.zeros(n)
     step = int(beat * sample_rate)
     local = np.arange(step) / sample_rate

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from torch.optim import Optimizer
 
 from jbdiff.config import TrainConfig, load_config
 from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
 from jbdiff.spectrogram import spectrogram_image
-from jbdiff.training import check_finite
+from jbdiff.training import adam, check_finite, ema_update
 from levels.codec import Codec
 
 
@@ -79,14 +82,28 @@ class LevelTrainingModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.denoiser.parameters(), lr=self.cfg.train.lr)
+        return adam(self.denoiser.parameters(), self.cfg.train.lr, decoupled=True)
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step, then move the EMA towards the new weights (once per step, not per accumulated batch)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """Move the EMA copy ``1 - ema_decay`` of the way towards the live denoiser."""
+        ema_update(self.ema, self.denoiser, self.cfg.ema_decay)
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        decay = self.cfg.ema_decay
-        for ema, live in zip(self.ema.parameters(), self.denoiser.parameters()):
-            ema.lerp_(live, 1 - decay)
-        if self._demo and self.cfg.demo_every and self.global_step % self.cfg.demo_every == 0 and self.trainer.is_global_zero:
+        every = self.cfg.demo_every
+        stepped = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+        if self._demo and every and stepped and self.global_step % every == 0 and self.trainer.is_global_zero:
             self._log_demo(batch)
 
     def _log_demo(self, batch: dict[str, torch.Tensor]) -> None:

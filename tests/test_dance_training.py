@@ -20,7 +20,12 @@ from jbdiff.errors import JbdiffError
 from jbdiff.synth import synth_music
 from tests.conftest import ROOT
 from upsampler.dance_refiner import load_dance, padded_length, refine_stereo
-from upsampler.dance_training import crash_sigma, crop_length, load_dance_config, train_dance
+from upsampler.dance_training import (
+    crash_sigma,
+    crop_length,
+    load_dance_config,
+    train_dance,
+)
 from upsampler.dance_unet import DanceConfig, DanceUNet, load_dance_checkpoint
 
 # Smaller than configs/dance/tiny.yaml: 5 levels, attention (one 32-channel head) on levels 3-5.

@@ -179,3 +179,26 @@ def test_level_ddp_two_cpu_processes(encoded: tuple[Path, Path], small_config: P
     assert result.returncode == 0, result.stderr[-2000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
     load_denoiser(run, "level1")
+
+
+def test_ema_moves_once_per_optimizer_step_under_accumulation(encoded: tuple[Path, Path], small_config: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(small_config.read_text())
+    cfg["train"].update(accumulate_grad_batches=2, checkpoint_every=1)
+    cfg.update(ema_decay=0.5, demo_every=0)
+    config = tmp_path / "accumulate.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+
+    def weights(step: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        train_level("level1", encoded[1], config, tmp_path / "run", max_steps=step, accelerator="cpu", devices=1, progress=False)
+        ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert ckpt["global_step"] == step
+        state = ckpt["state_dict"]
+        live = {k.removeprefix("denoiser."): v for k, v in state.items() if k.startswith("denoiser.")}
+        return live, {k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")}
+
+    _, ema1 = weights(1)
+    live2, ema2 = weights(2)
+    moved = [k for k in ema2 if not torch.equal(ema2[k], ema1[k])]
+    assert moved
+    for key in moved:
+        torch.testing.assert_close(ema2[key], torch.lerp(ema1[key], live2[key], 0.5))

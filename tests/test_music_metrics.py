@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import scipy.linalg
-import torch
 
 from jbdiff import music_metrics as mm
 from jbdiff import musicnn

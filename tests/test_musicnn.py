@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from jbdiff import musicnn
 from tests.conftest import ROOT

@@ -34,7 +34,14 @@ from jbdiff.config import TrainConfig, load_config, load_yaml, to_dict
 from jbdiff.diffusion import v_loss
 from jbdiff.spectrogram import spectrogram_image
 from jbdiff.stage_io import save_stage
-from jbdiff.training import check_finite, checkpoint_step, fit_stage, prepare_run_dir
+from jbdiff.training import (
+    adam,
+    check_finite,
+    checkpoint_step,
+    ema_update,
+    fit_stage,
+    prepare_run_dir,
+)
 from upsampler.dance_refiner import STAGE, padded_length, refine_stereo
 from upsampler.dance_unet import DanceConfig, DanceUNet
 
@@ -137,7 +144,7 @@ class DanceTrainingModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.diffusion.parameters(), lr=self.cfg.train.lr)
+        return adam(self.diffusion.parameters(), self.cfg.train.lr)
 
     def optimizer_step(
         self,
@@ -148,9 +155,7 @@ class DanceTrainingModule(pl.LightningModule):
     ) -> None:
         """Step, then move the EMA towards the new weights (before checkpoints see this step)."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        with torch.no_grad():
-            for ema, live in zip(self.diffusion_ema.parameters(), self.diffusion.parameters(), strict=True):
-                ema.lerp_(live, 1 - self.cfg.ema_decay)
+        ema_update(self.diffusion_ema, self.diffusion, self.cfg.ema_decay)
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs: Any, batch: Tensor, batch_idx: int) -> None:
