@@ -1,8 +1,9 @@
 """Level-1 training steps per second: pre-encoded latent shards vs encoding on the fly.
 
-Usage: ``python benchmarks/bench_level_training.py [--quick] [--json OUT]``
+Usage: ``python benchmarks/bench_level_training.py [--config tiny|full|YAML] [--batch N]
+[--device cpu|cuda] [--threads N] [--quick] [--json OUT]``
 
-Both paths train one denoiser (``configs/level1/tiny.yaml``, batch 4) with the same
+Both paths train one denoiser (``configs/level1/<config>.yaml``) with the same
 ``LevelTrainingModule.training_step``, backward, gradient clipping, AdamW step and EMA update,
 on the same synthetic music, in one process, one step of each path in turn (so a change of load
 on a shared machine hits both alike):
@@ -16,7 +17,10 @@ on a shared machine hits both alike):
 
 The codec is the Jukebox 5b VQ-VAE architecture with random weights (codebooks drawn from one
 training-mode pass on a short clip): speed depends on the architecture, not on the weights.
-Everything runs on the CPU with one torch thread, for a stable comparison on a shared machine.
+By default everything runs on the CPU with one torch thread, for a stable comparison on a shared
+machine. With ``--device cuda`` the denoiser step runs under bf16 autocast when its config trains
+in ``bf16-mixed`` (as ``full.yaml`` does), and the VQ-VAE passes in float32, as Jukebox-Diffusion
+ran them; the clock waits for the GPU before each reading.
 """
 
 from __future__ import annotations
@@ -44,10 +48,30 @@ from levels.latent_dataset import LatentWindows
 from levels.latent_shards import LatentShards, encode_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_JSON = ROOT / "benchmarks" / "results" / "level_training.json"
-LEVEL_CONFIG = ROOT / "configs" / "level1" / "tiny.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
 LEVEL = 1
-BATCH = 4
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Which denoiser, batch and device to time."""
+
+    config: Path
+    batch: int
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        """``<config stem>_<device type>``, e.g. ``tiny_cpu``: names the default result file."""
+        return f"{self.config.stem}_{self.device.type}"
+
+
+def resolve_config(name: str) -> Path:
+    """``tiny``/``full`` name ``configs/level1/<name>.yaml``; anything else is a path."""
+    path = ROOT / "configs" / "level1" / f"{name}.yaml" if name in ("tiny", "full") else Path(name)
+    if not path.is_file():
+        raise SystemExit(f"no level config at {path}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -79,8 +103,8 @@ def read_crop(path: Path, start: int, length: int) -> np.ndarray:
 class OnTheFly:
     """Jukebox-Diffusion v1's data path: audio crops, then the VQ-VAE on every batch."""
 
-    def __init__(self, files: list[Path], codec: Codec, window: int, context_mult: int) -> None:
-        self.files, self.codec = files, codec
+    def __init__(self, files: list[Path], codec: Codec, window: int, context_mult: int, batch: int) -> None:
+        self.files, self.codec, self.batch = files, codec, batch
         self.samples = np.array([audio_info(path).frames for path in files])
         self.weights = self.samples / self.samples.sum()
         self.window = window * codec.hops[LEVEL]
@@ -89,7 +113,7 @@ class OnTheFly:
     def audio(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of target crops and of the context before each (zeros before the song starts)."""
         targets, contexts = [], []
-        for _ in range(BATCH):
+        for _ in range(self.batch):
             index = int(rng.choice(len(self.files), p=self.weights))
             start = int(rng.integers(0, self.samples[index] - self.window + 1))
             targets.append(read_crop(self.files[index], start, self.window))
@@ -98,7 +122,8 @@ class OnTheFly:
                 available = min(start, self.context)
                 context[:, -available:] = read_crop(self.files[index], start - available, available)
             contexts.append(context)
-        return torch.from_numpy(np.stack(targets)), torch.from_numpy(np.stack(contexts))
+        device = self.codec.device
+        return torch.from_numpy(np.stack(targets)).to(device), torch.from_numpy(np.stack(contexts)).to(device)
 
     def codes(self, target: torch.Tensor, context: torch.Tensor) -> dict[str, torch.Tensor]:
         """The five VQ-VAE passes of ``JBDiffusion.training_step`` for an upsampler level."""
@@ -114,13 +139,15 @@ class OnTheFly:
 class Trainer:
     """One optimisation step as the Lightning loop runs it, without the loop."""
 
-    def __init__(self, module: LevelTrainingModule) -> None:
+    def __init__(self, module: LevelTrainingModule, mixed: bool) -> None:
         self.module = module.train()
         self.optimizer = module.configure_optimizers()
+        self.mixed = mixed
         self.step = 0
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> None:
-        loss = self.module.training_step(batch, self.step)
+        with torch.autocast(self.module.device.type, dtype=torch.bfloat16, enabled=self.mixed):
+            loss = self.module.training_step(batch, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.module.denoiser.parameters(), self.module.cfg.train.grad_clip)
@@ -129,24 +156,42 @@ class Trainer:
         self.step += 1
 
 
-def timed(work: Any, *args: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = work(*args)
-    return out, time.perf_counter() - start
+class Clock:
+    """Times a call; on a GPU it waits for the queued work before reading the clock."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, work: Any, *args: Any) -> tuple[Any, float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = work(*args)
+        if self.cuda:
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - start
 
 
-def run_steps(plan: Plan, windows: LatentWindows, fly: OnTheFly, train: Trainer) -> dict[str, list[dict[str, float]]]:
+def run_steps(
+    plan: Plan, setup: Setup, windows: LatentWindows, fly: OnTheFly, train: Trainer
+) -> dict[str, list[dict[str, float]]]:
     """Alternate one shards step and one on-the-fly step; per-phase seconds of the timed ones."""
     rng_shards, rng_fly = np.random.default_rng(1), np.random.default_rng(2)
+    timed = Clock(setup.device)
     out: dict[str, list[dict[str, float]]] = {"shards": [], "on_the_fly": []}
+
+    def shard_batch() -> dict[str, torch.Tensor]:
+        items = [windows.item(rng_shards) for _ in range(setup.batch)]
+        return {key: torch.stack([item[key] for item in items]).to(setup.device) for key in items[0]}
+
     for step in range(plan.warmup + plan.steps):
-        items, data_s = timed(lambda: [windows.item(rng_shards) for _ in range(BATCH)])
-        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        batch, data_s = timed(shard_batch)
         _, train_s = timed(train, batch)
         shards = {"data_s": data_s, "vqvae_s": 0.0, "train_s": train_s}
 
         (target, context), data_s = timed(fly.audio, rng_fly)
-        batch, vqvae_s = timed(fly.codes, target, context)
+        with torch.no_grad():
+            batch, vqvae_s = timed(fly.codes, target, context)
         _, train_s = timed(train, batch)
         on_the_fly = {"data_s": data_s, "vqvae_s": vqvae_s, "train_s": train_s}
         if step >= plan.warmup:
@@ -161,11 +206,12 @@ def summarise(steps: list[dict[str, float]]) -> dict[str, float]:
     return {**medians, "steps_per_s": 1.0 / medians["step_s"]}
 
 
-def benchmark(plan: Plan, workdir: Path) -> dict[str, Any]:
-    cfg = load_level_config(LEVEL_CONFIG)
-    codec = build_codec()
+def benchmark(plan: Plan, setup: Setup, workdir: Path) -> dict[str, Any]:
+    cfg = load_level_config(setup.config)
+    codec = build_codec().to(setup.device)
     files = write_music(workdir / "audio", plan)
     latents = workdir / "latents"
+    timed = Clock(setup.device)
     report, encode_s = timed(
         lambda: encode_folder(workdir / "audio", codec, latents, codec_source="bench", progress=False)
     )
@@ -173,19 +219,23 @@ def benchmark(plan: Plan, workdir: Path) -> dict[str, Any]:
     shards = LatentShards(latents)
     model = cfg.model
     windows = LatentWindows(shards, LEVEL, model.window, model.context_mult, residual=True, seed=0)
-    codebook = codec.codes_to_latents(LEVEL, torch.arange(codec.cfg.l_bins)[None])[0].t().contiguous()
+    codebook = codec.codes_to_latents(LEVEL, torch.arange(codec.cfg.l_bins, device=setup.device)[None])[0].t().contiguous()
     torch.manual_seed(0)
-    train = Trainer(LevelTrainingModule(cfg, LEVEL, codebook, residual=True))
-    fly = OnTheFly(files, codec, model.window, model.context_mult)
-    steps = run_steps(plan, windows, fly, train)
+    module = LevelTrainingModule(cfg, LEVEL, codebook, residual=True).to(setup.device)
+    mixed = setup.device.type == "cuda" and cfg.train.precision == "bf16-mixed"
+    train = Trainer(module, mixed)
+    fly = OnTheFly(files, codec, model.window, model.context_mult, setup.batch)
+    steps = run_steps(plan, setup, windows, fly, train)
     shards_summary, fly_summary = summarise(steps["shards"]), summarise(steps["on_the_fly"])
     audio_s = plan.files * plan.seconds
     saved_per_step = fly_summary["step_s"] - shards_summary["step_s"]
     return {
         "setup": {
             "level": LEVEL,
-            "level_config": str(LEVEL_CONFIG.relative_to(ROOT)),
-            "batch": BATCH,
+            "level_config": str(setup.config.relative_to(ROOT) if setup.config.is_relative_to(ROOT) else setup.config),
+            "batch": setup.batch,
+            "device": torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else "cpu",
+            "denoiser_precision": "bf16 autocast" if mixed else "float32",
             "window": model.window,
             "context_mult": model.context_mult,
             "window_samples": fly.window,
@@ -212,12 +262,9 @@ def benchmark(plan: Plan, workdir: Path) -> dict[str, Any]:
 
 def notes() -> list[str]:
     return [
-        "CPU, torch.set_num_threads(1): a stable comparison on a shared machine, not peak speed.",
         (
-            "the denoiser is the tiny level-1 config; the full v1 anchor UNet (configs/level1/full.yaml,"
-            " ~153M parameters, window 768) is too slow to train on this CPU. The VQ-VAE time per step grows with"
-            " the audio per batch (window and context), not with the denoiser: for another denoiser the ratio is"
-            " (train + VQ-VAE + audio read) / (train + shard read)."
+            "the VQ-VAE time per step grows with the audio per batch (window and context), not with the denoiser:"
+            " the ratio is (train + VQ-VAE + audio read) / (train + shard read), so it falls as the denoiser grows."
         ),
         (
             "on the fly = 5 VQ-VAE passes per step, as JBDiffusion.training_step (jbdiff/utils.py): level-1"
@@ -238,7 +285,8 @@ def format_table(result: dict[str, Any]) -> str:
             f"Level-{setup['level']} training step, {setup['level_config']} denoiser"
             f" ({setup['denoiser_parameters'] / 1e6:.1f}M parameters, window {setup['window']},"
             f" context {setup['context_mult']}x{setup['window']}), batch {setup['batch']};"
-            f" CPU, {machine['torch_threads']} torch thread; load average {machine['load_average_before'][0]:.1f}"
+            f" {setup['device']} ({setup['denoiser_precision']} denoiser), {machine['torch_threads']} torch"
+            f" thread(s); load average {machine['load_average_before'][0]:.1f}"
             f" before, {machine['load_average_after'][0]:.1f} after"
         ),
         f"median of {setup['timed_steps']} steps each after {setup['warmup_steps']} warm-up, alternating paths (seconds):",
@@ -270,23 +318,30 @@ def format_table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})"
+        "--json", type=Path, help="where to write the results (default benchmarks/results/level_training_<config>_<device>.json)"
     )
     parser.add_argument("--quick", action="store_true", help="less audio and fewer steps (about 1-2 minutes)")
+    parser.add_argument("--config", default="tiny", help="level-1 config: tiny, full (the v1 anchor) or a YAML path")
+    parser.add_argument("--batch", type=int, default=4, help="items per step (default 4; full.yaml trains with 32)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both paths run (default cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    setup = Setup(resolve_config(args.config), args.batch, torch.device(args.device))
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=r".*self\.log\(\).*")  # training_step logs; there is no Trainer here
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_level_training.") as workdir:
-        result = benchmark(QUICK if args.quick else FULL, Path(workdir))
+        result = benchmark(QUICK if args.quick else FULL, setup, Path(workdir))
     result = {
         "machine": machine_info(load_before),
         **result,
         "notes": notes(),
     }
     print(format_table(result))
-    write_result(args.json, result)
+    write_result(args.json or RESULTS / f"level_training_{setup.name}.json", result)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,46 +40,20 @@ from harness import machine_info, peak_mb, rss_mb, write_result
 from torch import nn
 
 from jbdiff.unet import UNet1d, UNetConfig
+from jbdiff.unet_reference import JBDIFF_V1_UNET, reference_unet
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "unet.json"
 VARIANTS = ("reference", "ours", "ours+ckpt")
-CONTEXT_LENGTH = 1536
+CONTEXT_LENGTH = JBDIFF_V1_UNET["embedding_max_length"]
 WARMUP_LENGTH = 64
-JBDIFF_V1: dict[str, Any] = {
-    "in_channels": 64,
-    "channels": (64, 128, 128, 256, 256, 512, 512, 1024, 1024),
-    "factors": (1, 2, 1, 2, 1, 2, 1, 2, 1),
-    "items": (1, 3, 3, 3, 3, 3, 3, 3, 1),
-    "attentions": (0, 0, 0, 0, 1, 0, 1, 0, 0),
-    "cross_attentions": (0, 1, 0, 1, 0, 1, 0, 1, 1),
-    "attention_heads": 8,
-    "attention_features": 64,
-    "embedding_features": 64,
-    "use_embedding_cfg": True,
-    "embedding_max_length": CONTEXT_LENGTH,
-}
-HALF = {**JBDIFF_V1, "channels": tuple(c // 2 for c in JBDIFF_V1["channels"]), "attention_heads": 4, "attention_features": 32}
-CONFIGS = {"jbdiff_v1": JBDIFF_V1, "jbdiff_v1_half": HALF}
+HALF = {**JBDIFF_V1_UNET, "channels": tuple(c // 2 for c in JBDIFF_V1_UNET["channels"]), "attention_heads": 4, "attention_features": 32}
+CONFIGS = {"jbdiff_v1": JBDIFF_V1_UNET, "jbdiff_v1_half": HALF}
 ROUNDS = {768: 5, 3072: 3}  # timing rounds per length; other lengths: the memory processes' single step
 
 
 def threads() -> int:
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0))
-
-
-def reference_unet(**kwargs: Any) -> nn.Module:
-    """``UNetV0(dim=1, **kwargs)``; torchaudio (needed only by its vocoder) is stubbed if it fails to import."""
-    try:
-        import torchaudio  # noqa: F401
-    except (ImportError, OSError, RuntimeError):  # absent, or broken next to CPU torch
-        stub = types.ModuleType("torchaudio")
-        stub.transforms = types.ModuleType("torchaudio.transforms")  # type: ignore[attr-defined]
-        sys.modules["torchaudio"] = stub
-        sys.modules["torchaudio.transforms"] = stub.transforms  # type: ignore[attr-defined]
-    from audio_diffusion_pytorch import UNetV0
-
-    return UNetV0(dim=1, **kwargs)
 
 
 def build(variant: str, config: str) -> nn.Module:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
-import types
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from torch import Tensor, nn
 
+from jbdiff import unet_reference
 from jbdiff.config import from_dict
 from jbdiff.unet import ConvBlock, ForkConvBlock, ResnetItem, UNet1d, UNetConfig
+from jbdiff.unet_reference import JBDIFF_V1_UNET
+from tests.conftest import ROOT
 
 SMALL: dict[str, Any] = {
     "in_channels": 4,
@@ -30,19 +32,6 @@ SMALL: dict[str, Any] = {
 SMALL_CFG = {**SMALL, "use_embedding_cfg": True}
 # No CFG, another output width (adds the top skip adapter conv), fewer groups, small modulation.
 SMALL_OUT = {**SMALL, "out_channels": 6, "resnet_groups": 4, "modulation_features": 32}
-JBDIFF_V1: dict[str, Any] = {
-    "in_channels": 64,
-    "channels": (64, 128, 128, 256, 256, 512, 512, 1024, 1024),
-    "factors": (1, 2, 1, 2, 1, 2, 1, 2, 1),
-    "items": (1, 3, 3, 3, 3, 3, 3, 3, 1),
-    "attentions": (0, 0, 0, 0, 1, 0, 1, 0, 0),
-    "cross_attentions": (0, 1, 0, 1, 0, 1, 0, 1, 1),
-    "attention_heads": 8,
-    "attention_features": 64,
-    "embedding_features": 64,
-    "use_embedding_cfg": True,
-    "embedding_max_length": 1536,
-}
 RTOL = 1e-4
 
 
@@ -50,16 +39,7 @@ def reference_unet(**kwargs: Any) -> nn.Module:
     """``UNetV0(dim=1, **kwargs)``; skips the test when audio-diffusion-pytorch is not installed."""
     if importlib.util.find_spec("audio_diffusion_pytorch") is None:
         pytest.skip("audio-diffusion-pytorch is not installed")
-    try:
-        import torchaudio  # noqa: F401
-    except (ImportError, OSError, RuntimeError):  # absent, or broken next to CPU torch; only the vocoder needs it
-        stub = types.ModuleType("torchaudio")
-        stub.transforms = types.ModuleType("torchaudio.transforms")  # type: ignore[attr-defined]
-        sys.modules["torchaudio"] = stub
-        sys.modules["torchaudio.transforms"] = stub.transforms  # type: ignore[attr-defined]
-    from audio_diffusion_pytorch import UNetV0
-
-    return UNetV0(dim=1, **kwargs)
+    return unet_reference.reference_unet(**kwargs)
 
 
 def perturb_(model: nn.Module) -> None:
@@ -143,7 +123,7 @@ def test_cfg_mask_draws_only_from_the_given_generator() -> None:
 
 
 def test_jbdiff_v1_anchor_matches_reference() -> None:
-    ref, ours = matched_pair(JBDIFF_V1)
+    ref, ours = matched_pair(JBDIFF_V1_UNET)
     assert layout(ours) == layout(ref)
     x, time, embedding = inputs(ours.config, batch=1, length=128, context=96)
     with torch.no_grad():
@@ -209,12 +189,21 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
 
 
 def test_config_from_yaml_style_dict() -> None:
-    data = {k: list(v) if isinstance(v, tuple) else v for k, v in JBDIFF_V1.items()}
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in JBDIFF_V1_UNET.items()}
     extras = {"resnet_dilation_factor": 3, "resnet_dropout_rate": 0.05, "resnet_style": "v1-fork"}
     cfg = from_dict(UNetConfig, {**data, **extras})
-    assert cfg.channels == JBDIFF_V1["channels"] and cfg.total_factor == 16
+    assert cfg.channels == JBDIFF_V1_UNET["channels"] and cfg.total_factor == 16
     assert UNetConfig(**SMALL).attentions == (0, 0, 1, 1)
     assert UNetConfig(in_channels=2, channels=(8,), factors=(1,), items=(1,)).cross_attentions == (0,)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_full_configs_are_the_v1_anchor(level: int) -> None:
+    unet = yaml.safe_load((ROOT / "configs" / f"level{level}" / "full.yaml").read_text())["model"]["unet"]
+    assert {key: unet[key] for key in JBDIFF_V1_UNET} == {
+        key: list(value) if isinstance(value, tuple) else value for key, value in JBDIFF_V1_UNET.items()
+    }
+    assert (unet["resnet_dilation_factor"], unet["resnet_style"]) == (3, "v1-fork")
 
 
 @pytest.mark.parametrize(
