@@ -11,10 +11,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jbdiff import SAMPLE_RATE, __version__
 from jbdiff.errors import JbdiffError
+
+if TYPE_CHECKING:
+    from jbdiff.training import FitOptions
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -33,11 +36,13 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _trainer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "max_steps": args.max_steps, "accelerator": args.accelerator, "devices": args.devices,
-        "strategy": args.strategy, "precision": args.precision, "progress": not args.no_progress,
-    }
+def _fit_options(args: argparse.Namespace) -> FitOptions:
+    from jbdiff.training import FitOptions
+
+    return FitOptions(
+        max_steps=args.max_steps, accelerator=args.accelerator, devices=args.devices,
+        strategy=args.strategy, precision=args.precision, progress=not args.no_progress,
+    )
 
 
 def _say_once(message: str) -> None:
@@ -60,21 +65,21 @@ def _output_path(path: str, overwrite: bool) -> Path:
 def cmd_train_codec(args: argparse.Namespace) -> None:
     from jbdiff.train import train_codec
 
-    run = train_codec(args.data, args.config, args.out, **_trainer_kwargs(args))
+    run = train_codec(args.data, args.config, args.out, options=_fit_options(args))
     _say_once(f"codec saved in {run}")
 
 
 def cmd_train_level(args: argparse.Namespace) -> None:
     from jbdiff.train import train_level
 
-    run = train_level(args.stage, args.latents, args.config, args.out, codec_path=args.codec, **_trainer_kwargs(args))
+    run = train_level(args.stage, args.latents, args.config, args.out, codec_path=args.codec, options=_fit_options(args))
     _say_once(f"{args.stage} saved in {run}")
 
 
 def cmd_train_dance(args: argparse.Namespace) -> None:
     from upsampler.dance_training import train_dance
 
-    run = train_dance(args.data, args.config, args.out, **_trainer_kwargs(args))
+    run = train_dance(args.data, args.config, args.out, options=_fit_options(args))
     _say_once(f"dance stage saved in {run}")
 
 

@@ -13,7 +13,13 @@ from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
 from jbdiff.config import load_yaml, to_dict
 from jbdiff.errors import JbdiffError
 from jbdiff.stage_io import save_stage
-from jbdiff.training import checkpoint_step, fit_stage, prepare_run_dir
+from jbdiff.training import (
+    DEFAULT_FIT,
+    FitOptions,
+    checkpoint_step,
+    fit_stage,
+    prepare_run_dir,
+)
 from levels.codec_config import CodecConfig, load_codec_config
 from levels.codec_io import load_codec
 from levels.codec_training import CodecTrainingModule, export_codec
@@ -35,12 +41,7 @@ def train_codec(
     config_path: str | os.PathLike[str],
     run_dir: str | os.PathLike[str],
     *,
-    max_steps: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    strategy: str = "auto",
-    precision: str | None = None,
-    progress: bool = True,
+    options: FitOptions = DEFAULT_FIT,
 ) -> Path:
     """Train (or resume training) the VQ-VAE codec on a folder of audio; returns the run folder.
 
@@ -60,8 +61,7 @@ def train_codec(
     )
     module = CodecTrainingModule(cfg, run)
     fit_stage(
-        module, data, run, cfg.train, export_codec, resume=resume, hparams=to_dict(cfg), max_steps=max_steps,
-        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, progress=progress,
+        module, data, run, cfg.train, export_codec, options, resume=resume, hparams=to_dict(cfg)
     )
     return run
 
@@ -84,12 +84,7 @@ def train_level(
     run_dir: str | os.PathLike[str],
     *,
     codec_path: str | os.PathLike[str] | None = None,
-    max_steps: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    strategy: str = "auto",
-    precision: str | None = None,
-    progress: bool = True,
+    options: FitOptions = DEFAULT_FIT,
 ) -> Path:
     """Train (or resume) one latent level from pre-encoded shards; returns the run folder.
 
@@ -123,7 +118,6 @@ def train_level(
         save_stage(trained.ema, folder, stage, level_section(trained, fingerprint))
 
     fit_stage(
-        module, data, run, cfg.train, export, resume=resume, hparams=to_dict(cfg), max_steps=max_steps,
-        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, progress=progress,
+        module, data, run, cfg.train, export, options, resume=resume, hparams=to_dict(cfg)
     )
     return run

@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,21 @@ from jbdiff.errors import JbdiffError
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How to run a training job: step limit (default: the config's), hardware, precision, progress bar."""
+
+    max_steps: int | None = None
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    precision: str | None = None
+    progress: bool = True
+
+
+DEFAULT_FIT = FitOptions()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -126,15 +142,10 @@ def fit_stage(
     run_dir: Path,
     train: TrainConfig,
     export: Callable[[pl.LightningModule, Path], None],
+    options: FitOptions,
     *,
     resume: Path | None = None,
     hparams: dict[str, Any] | None = None,
-    max_steps: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    strategy: str = "auto",
-    precision: str | None = None,
-    progress: bool = True,
 ) -> None:
     """Train ``module`` on batches of ``data`` until ``max_steps``, resuming from ``resume``.
 
@@ -144,10 +155,7 @@ def fit_stage(
     loader = DataLoader(data, batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
     if hparams:
         module.hparams.update(hparams)
-    trainer = build_trainer(
-        run_dir, train, export, max_steps=max_steps, accelerator=accelerator,
-        devices=devices, strategy=strategy, precision=precision, progress=progress,
-    )
+    trainer = build_trainer(run_dir, train, export, options)
     if trainer.world_size > 1 and trainer.is_global_zero:
         logger.info("training on %d processes (%s)", trainer.world_size, type(trainer.strategy).__name__)
     trainer.fit(module, loader, ckpt_path=resume)
@@ -157,13 +165,7 @@ def build_trainer(
     run_dir: Path,
     train: TrainConfig,
     export: Callable[[pl.LightningModule, Path], None],
-    *,
-    max_steps: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    strategy: str = "auto",
-    precision: str | None = None,
-    progress: bool = True,
+    options: FitOptions,
 ) -> pl.Trainer:
     """A Lightning Trainer with atomic checkpoints, TensorBoard logs and a progress bar.
 
@@ -175,15 +177,15 @@ def build_trainer(
     warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     callbacks: list[pl.Callback] = [RunCheckpoint(run_dir, train.checkpoint_every, export)]
-    if progress:
+    if options.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     return pl.Trainer(
         default_root_dir=run_dir,
-        max_steps=max_steps if max_steps is not None else train.max_steps,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        precision=precision or train.precision,
+        max_steps=options.max_steps if options.max_steps is not None else train.max_steps,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        strategy=options.strategy,
+        precision=options.precision or train.precision,
         accumulate_grad_batches=train.accumulate_grad_batches,
         gradient_clip_val=train.grad_clip or None,
         log_every_n_steps=train.log_every,
@@ -191,7 +193,7 @@ def build_trainer(
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=options.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,

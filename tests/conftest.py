@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from jbdiff.synth import synth_music
+from jbdiff.training import FitOptions
 from levels.codec import Codec
 from levels.codec_config import load_codec_config
 from levels.vqvae import VQVAE
@@ -16,7 +17,12 @@ from levels.vqvae import VQVAE
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CODEC_CONFIG = ROOT / "configs" / "codec" / "tiny.yaml"
 
-__all__ = ["ROOT", "TINY_CODEC_CONFIG", "synth_music"]
+__all__ = ["ROOT", "TINY_CODEC_CONFIG", "cpu_fit", "synth_music"]
+
+
+def cpu_fit(max_steps: int) -> FitOptions:
+    """Train ``max_steps`` steps on one CPU process, without a progress bar."""
+    return FitOptions(max_steps=max_steps, accelerator="cpu", devices=1, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from jbdiff.audio import save_audio
 from jbdiff.config import to_dict
 from jbdiff.errors import JbdiffError
 from jbdiff.synth import synth_music
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cpu_fit
 from upsampler.dance_refiner import load_dance, padded_length, refine_stereo
 from upsampler.dance_training import (
     crash_sigma,
@@ -62,7 +62,7 @@ def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(data: Path, config: Path, run: Path, steps: int) -> Path:
-    return train_dance(data, config, run, max_steps=steps, accelerator="cpu", devices=1, progress=False)
+    return train_dance(data, config, run, options=cpu_fit(steps))
 
 
 def _step(run: Path) -> int:

@@ -23,7 +23,7 @@ from levels.codec_io import load_codec, save_codec
 from levels.denoiser_training import codes_to_latents, load_level_config
 from levels.latent_dataset import PAD_CODE, LatentWindows
 from levels.latent_shards import LatentShards, encode_folder
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cpu_fit
 from upsampler.residual import upsample_window
 
 
@@ -115,12 +115,12 @@ def test_train_levels_export_resume_and_bundle(encoded: tuple[Path, Path], small
     codec_dir, latents = encoded
     runs = {}
     for stage in ("level2", "level1", "level0"):
-        runs[stage] = train_level(stage, latents, small_config, tmp_path / stage, max_steps=2, accelerator="cpu", devices=1, progress=False)
+        runs[stage] = train_level(stage, latents, small_config, tmp_path / stage, options=cpu_fit(2))
         section = yaml.safe_load((runs[stage] / f"{stage}.yaml").read_text())
         assert section["residual"] == (stage != "level2") and section["steps"] == 2
         assert any((runs[stage] / "tb").iterdir())
     before = load_denoiser(runs["level1"], "level1")
-    train_level("level1", latents, small_config, runs["level1"], max_steps=3, accelerator="cpu", devices=1, progress=False)
+    train_level("level1", latents, small_config, runs["level1"], options=cpu_fit(3))
     ckpt = torch.load(runs["level1"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 3
     after = load_denoiser(runs["level1"], "level1")
@@ -145,7 +145,7 @@ def test_train_levels_export_resume_and_bundle(encoded: tuple[Path, Path], small
 
 def test_bundle_refuses_levels_of_another_codec(encoded: tuple[Path, Path], small_config: Path, tmp_path: Path, tiny_codec: Codec) -> None:
     codec_dir, latents = encoded
-    run = train_level("level2", latents, small_config, tmp_path / "l2", max_steps=1, accelerator="cpu", devices=1, progress=False)
+    run = train_level("level2", latents, small_config, tmp_path / "l2", options=cpu_fit(1))
     other = load_codec(codec_dir)
     with torch.no_grad():
         other.vqvae.decoders[0].out.bias.add_(1.0)
@@ -153,11 +153,11 @@ def test_bundle_refuses_levels_of_another_codec(encoded: tuple[Path, Path], smal
     with pytest.raises(JbdiffError, match="trained on latents of codec"):
         export_bundle({"codec": other_dir, "level2": run}, tmp_path / "bundle")
     with pytest.raises(JbdiffError, match="encoded with codec"):
-        train_level("level2", latents, small_config, tmp_path / "l2b", codec_path=other_dir, max_steps=1, progress=False)
+        train_level("level2", latents, small_config, tmp_path / "l2b", codec_path=other_dir, options=cpu_fit(1))
 
 
 def test_level_divergence_keeps_the_last_good_checkpoint(encoded: tuple[Path, Path], small_config: Path, tmp_path: Path) -> None:
-    run = train_level("level2", encoded[1], small_config, tmp_path / "run", max_steps=2, accelerator="cpu", devices=1, progress=False)
+    run = train_level("level2", encoded[1], small_config, tmp_path / "run", options=cpu_fit(2))
     path = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     first = next(k for k in ckpt["state_dict"] if k.startswith("denoiser.") and k.endswith("weight"))
@@ -165,7 +165,7 @@ def test_level_divergence_keeps_the_last_good_checkpoint(encoded: tuple[Path, Pa
     torch.save(ckpt, path)
     before = path.read_bytes()
     with pytest.raises(JbdiffError, match="diverged at step 2"):
-        train_level("level2", encoded[1], small_config, run, max_steps=4, accelerator="cpu", devices=1, progress=False)
+        train_level("level2", encoded[1], small_config, run, options=cpu_fit(4))
     assert path.read_bytes() == before
 
 
@@ -189,7 +189,7 @@ def test_ema_moves_once_per_optimizer_step_under_accumulation(encoded: tuple[Pat
     config.write_text(yaml.safe_dump(cfg))
 
     def weights(step: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        train_level("level1", encoded[1], config, tmp_path / "run", max_steps=step, accelerator="cpu", devices=1, progress=False)
+        train_level("level1", encoded[1], config, tmp_path / "run", options=cpu_fit(step))
         ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
         assert ckpt["global_step"] == step
         state = ckpt["state_dict"]

@@ -18,7 +18,7 @@ from jbdiff.errors import JbdiffError
 from jbdiff.synth import synth_music
 from jbdiff.train import train_codec
 from levels.codec_io import load_codec
-from tests.conftest import TINY_CODEC_CONFIG
+from tests.conftest import TINY_CODEC_CONFIG, cpu_fit
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +49,13 @@ def _cli(*args: str) -> list[str]:
 
 def test_train_writes_a_loadable_codec_and_resumes(music_dir: Path, fast_config: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train_codec(music_dir, fast_config, run, max_steps=3, accelerator="cpu", devices=1, progress=False)
+    train_codec(music_dir, fast_config, run, options=cpu_fit(3))
     assert _step(run) == 3
     assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
     first = load_codec(run)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert len(ckpt["codebook_ema"]) == 3
-    train_codec(music_dir, fast_config, run, max_steps=5, accelerator="cpu", devices=1, progress=False)
+    train_codec(music_dir, fast_config, run, options=cpu_fit(5))
     assert _step(run) == 5
     second = load_codec(run)
     assert first.fingerprint() != second.fingerprint()
@@ -65,25 +65,25 @@ def test_train_writes_a_loadable_codec_and_resumes(music_dir: Path, fast_config:
 
 def test_resume_refuses_a_different_model(music_dir: Path, fast_config: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train_codec(music_dir, fast_config, run, max_steps=2, accelerator="cpu", devices=1, progress=False)
+    train_codec(music_dir, fast_config, run, options=cpu_fit(2))
     cfg = yaml.safe_load(fast_config.read_text())
     cfg["model"]["width"] = 8
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(cfg))
     with pytest.raises(JbdiffError, match="different model config"):
-        train_codec(music_dir, other, run, max_steps=4, accelerator="cpu", devices=1, progress=False)
+        train_codec(music_dir, other, run, options=cpu_fit(4))
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(music_dir: Path, fast_config: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train_codec(music_dir, fast_config, run, max_steps=2, accelerator="cpu", devices=1, progress=False)
+    train_codec(music_dir, fast_config, run, options=cpu_fit(2))
     path = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     ckpt["state_dict"]["vqvae.decoders.0.out.weight"].fill_(float("nan"))
     torch.save(ckpt, path)
     before = path.read_bytes()
     with pytest.raises(JbdiffError, match="diverged at step 2"):
-        train_codec(music_dir, fast_config, run, max_steps=6, accelerator="cpu", devices=1, progress=False)
+        train_codec(music_dir, fast_config, run, options=cpu_fit(6))
     assert path.read_bytes() == before
 
 
@@ -91,7 +91,7 @@ def test_empty_or_unreadable_folder_is_a_clear_error(fast_config: Path, tmp_path
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "broken.wav").write_text("not audio")
     with pytest.raises(JbdiffError, match=r"no readable audio files found \(1 unreadable"):
-        train_codec(tmp_path / "bad", fast_config, tmp_path / "run", max_steps=1, progress=False)
+        train_codec(tmp_path / "bad", fast_config, tmp_path / "run", options=cpu_fit(1))
     result = subprocess.run(
         _cli("train", "codec", "--data", str(tmp_path / "missing"), "--config", str(fast_config), "--out", str(tmp_path / "r")),
         capture_output=True, text=True, check=False,
@@ -133,6 +133,6 @@ def test_kill_never_leaves_a_corrupt_checkpoint(music_dir: Path, fast_config: Pa
     killed_at = _step(run)
     assert killed_at >= 1
     load_codec(run)
-    train_codec(music_dir, config, run, max_steps=killed_at + 1, accelerator="cpu", devices=1, progress=False)
+    train_codec(music_dir, config, run, options=cpu_fit(killed_at + 1))
     assert _step(run) == killed_at + 1
     assert [p.name for p in run.rglob("*") if ".part" in p.name] == []

@@ -35,6 +35,8 @@ from jbdiff.diffusion import v_loss
 from jbdiff.spectrogram import spectrogram_image
 from jbdiff.stage_io import save_stage
 from jbdiff.training import (
+    DEFAULT_FIT,
+    FitOptions,
     adam,
     check_finite,
     checkpoint_step,
@@ -196,12 +198,7 @@ def train_dance(
     config_path: str | os.PathLike[str],
     run_dir: str | os.PathLike[str],
     *,
-    max_steps: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    strategy: str = "auto",
-    precision: str | None = None,
-    progress: bool = True,
+    options: FitOptions = DEFAULT_FIT,
 ) -> Path:
     """Train (or resume training) the Dance-Diffusion stage on a folder of audio; returns the run folder.
 
@@ -225,7 +222,6 @@ def train_dance(
     data = RandomCrops(folder, length, channels=2, seed=cfg.train.seed, stream=checkpoint_step(resume))
     module = DanceTrainingModule(cfg, run)
     fit_stage(
-        module, data, run, cfg.train, export_dance, resume=resume, hparams=to_dict(cfg), max_steps=max_steps,
-        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, progress=progress,
+        module, data, run, cfg.train, export_dance, options, resume=resume, hparams=to_dict(cfg)
     )
     return run
