@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary name keeps the target's suffix so format sniffing by extension works.
     """
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = staging_file(target, f".part{target.suffix}")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
@@ -30,6 +29,40 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def staging_file(target: Path, suffix: str) -> Path:
+    """A new empty hidden file beside ``target``, named ``.<stem>.<pid>.<random><suffix>``.
+
+    Staging files of ``target`` whose writer has died (a ``kill -9``, a power cut) are
+    removed first; those of live processes are left alone.
+    """
+    remove_orphaned_parts(target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.{os.getpid()}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphaned_parts(target: Path) -> list[Path]:
+    """Delete the staging files of ``target`` whose writing process no longer exists."""
+    pattern = re.compile(rf"\.{re.escape(target.stem)}\.(\d+)\.\w{{8}}\.part")
+    removed = []
+    for candidate in target.parent.glob(".*.part*"):
+        match = pattern.match(candidate.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def remove_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
-from jbdiff.atomic import atomic_path
+from jbdiff.atomic import atomic_path, staging_file
 from jbdiff.audio import SAVE_PEAK, AudioError, save_format
 
 if TYPE_CHECKING:
@@ -40,9 +39,7 @@ class AudioStreamWriter:
         self.peak, self.frames = 0.0, 0
 
     def __enter__(self) -> Self:
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.wav", dir=self.path.parent)
-        os.close(fd)
-        self._staging = Path(name)
+        self._staging = staging_file(self.path, ".part.wav")
         self._file = sf.SoundFile(self._staging, "w", self.sample_rate, self.channels, "FLOAT", format="WAV")
         return self
 

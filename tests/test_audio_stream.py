@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +58,26 @@ def test_bad_pieces_and_empty_streams_are_refused(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="does not exist"):
         AudioStreamWriter(tmp_path / "missing" / "c.wav", 1, 44100)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_staging_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    out = tmp_path / "o.flac"
+    script = (
+        "import os, signal, sys, numpy as np\n"
+        "from jbdiff.audio_stream import AudioStreamWriter\n"
+        "writer = AudioStreamWriter(sys.argv[1], 1, 44100).__enter__()\n"
+        "writer.write(np.zeros((1, 4410), np.float32))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(out)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    orphan = [p.name for p in tmp_path.iterdir()]
+    assert len(orphan) == 1 and orphan[0].startswith(".o.") and orphan[0].endswith(".part.wav")
+
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        live = tmp_path / f".o.{other.pid}.abcd1234.part.wav"  # a staging file of a process still writing
+        live.touch()
+        with AudioStreamWriter(out, 1, 44100) as writer:
+            writer.write(_pieces()[0][:1])
+        other.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "o.flac"])
