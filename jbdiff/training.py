@@ -20,7 +20,9 @@ import torch
 import yaml
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch.optim import Optimizer
 from torch.utils.data import DataLoader, IterableDataset
 
 from jbdiff.atomic import atomic_path, remove_stale_parts
@@ -91,10 +93,37 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, *, decoupled: bool = F
     return kind(params, lr=lr, fused=fused or None)
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
-    """Move every parameter of ``ema`` a fraction ``1 - decay`` towards ``live`` (one fused op)."""
-    torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1.0 - decay)
+class EmaModule(pl.LightningModule):
+    """A LightningModule that trains one net and keeps an EMA copy of it for export.
+
+    The copy moves once per optimizer step (not per accumulated batch), before checkpoints see
+    the step. Subclasses name the pair in :meth:`ema_pair`.
+    """
+
+    def ema_pair(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
+        """(EMA copy, live net, decay)."""
+        raise NotImplementedError
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move every EMA parameter ``1 - decay`` of the way towards the live one (one fused op)."""
+        ema, live, decay = self.ema_pair()
+        torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1.0 - decay)
+
+    def demo_due(self, batch_idx: int, every: int) -> bool:
+        """Whether this batch completes an optimizer step that is a multiple of ``every``, on rank 0."""
+        stepped = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+        return bool(every) and stepped and self.global_step % every == 0 and self.trainer.is_global_zero
 
 
 def check_finite(loss: torch.Tensor, step: int, run_dir: Path | None) -> None:

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.core.optimizer import LightningOptimizer
-from torch.optim import Optimizer
 
 from jbdiff.config import TrainConfig, load_config
 from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
 from jbdiff.spectrogram import spectrogram_image
-from jbdiff.training import adam, check_finite, ema_update
+from jbdiff.training import EmaModule, adam, check_finite
 from levels.codec import Codec
 
 
@@ -43,7 +39,7 @@ def codes_to_latents(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tenso
     return vectors.transpose(1, 2)
 
 
-class LevelTrainingModule(pl.LightningModule):
+class LevelTrainingModule(EmaModule):
     """Trains a ``LatentDenoiser`` on code windows, keeping an EMA copy for export.
 
     ``codebook`` holds the level's normalised codebook vectors, so turning codes into
@@ -84,26 +80,12 @@ class LevelTrainingModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.denoiser.parameters(), self.cfg.train.lr, decoupled=True)
 
-    def optimizer_step(
-        self,
-        epoch: int,
-        batch_idx: int,
-        optimizer: Optimizer | LightningOptimizer,
-        optimizer_closure: Callable[[], Any] | None = None,
-    ) -> None:
-        """Step, then move the EMA towards the new weights (once per step, not per accumulated batch)."""
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        self.update_ema()
-
-    def update_ema(self) -> None:
-        """Move the EMA copy ``1 - ema_decay`` of the way towards the live denoiser."""
-        ema_update(self.ema, self.denoiser, self.cfg.ema_decay)
+    def ema_pair(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
+        return self.ema, self.denoiser, self.cfg.ema_decay
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        every = self.cfg.demo_every
-        stepped = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
-        if self._demo and every and stepped and self.global_step % every == 0 and self.trainer.is_global_zero:
+        if self._demo and self.demo_due(batch_idx, self.cfg.demo_every):
             self._log_demo(batch)
 
     def _log_demo(self, batch: dict[str, torch.Tensor]) -> None:

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import wave
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,8 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.core.optimizer import LightningOptimizer
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
-from torch.optim import Optimizer
 
 from jbdiff import SAMPLE_RATE
 from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
@@ -36,11 +33,11 @@ from jbdiff.spectrogram import spectrogram_image
 from jbdiff.stage_io import save_stage
 from jbdiff.training import (
     DEFAULT_FIT,
+    EmaModule,
     FitOptions,
     adam,
     check_finite,
     checkpoint_step,
-    ema_update,
     fit_stage,
     prepare_run_dir,
 )
@@ -129,7 +126,7 @@ def _stereo_audio_summary(tag: str, audio: Tensor) -> Summary:
     return Summary(value=[Summary.Value(tag=tag, audio=encoded)])
 
 
-class DanceTrainingModule(pl.LightningModule):
+class DanceTrainingModule(EmaModule):
     """Trains a :class:`DanceUNet` (``diffusion``) on stereo crops, keeping an EMA copy (``diffusion_ema``)."""
 
     def __init__(self, cfg: DanceStageConfig, run_dir: Path | None = None) -> None:
@@ -148,22 +145,12 @@ class DanceTrainingModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.diffusion.parameters(), self.cfg.train.lr)
 
-    def optimizer_step(
-        self,
-        epoch: int,
-        batch_idx: int,
-        optimizer: Optimizer | LightningOptimizer,
-        optimizer_closure: Callable[[], Any] | None = None,
-    ) -> None:
-        """Step, then move the EMA towards the new weights (before checkpoints see this step)."""
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        ema_update(self.diffusion_ema, self.diffusion, self.cfg.ema_decay)
+    def ema_pair(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
+        return self.diffusion_ema, self.diffusion, self.cfg.ema_decay
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs: Any, batch: Tensor, batch_idx: int) -> None:
-        every = self.cfg.demo_every
-        stepped = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
-        if every and stepped and self.global_step % every == 0 and self.trainer.is_global_zero:
+        if self.demo_due(batch_idx, self.cfg.demo_every):
             self._log_demo(batch[:1])
 
     def _log_demo(self, item: Tensor) -> None:
