@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from harness import build_codec, machine_info, write_result
+from torch.utils.flop_counter import FlopCounterMode
 
 from jbdiff import SAMPLE_RATE
 from jbdiff.audio import audio_info, load_audio, save_audio
@@ -200,6 +201,13 @@ def run_steps(
     return out
 
 
+def count_tflop(work: Any, *args: Any) -> float:
+    """Matrix and convolution work of one call, in TFLOP (``torch.utils.flop_counter``)."""
+    with FlopCounterMode(display=False) as counter:
+        work(*args)
+    return counter.get_total_flops() / 1e12
+
+
 def summarise(steps: list[dict[str, float]]) -> dict[str, float]:
     """Median of each phase and of the whole step, and steps per second."""
     medians = {key: statistics.median(step[key] for step in steps) for key in steps[0]}
@@ -225,6 +233,10 @@ def benchmark(plan: Plan, setup: Setup, workdir: Path) -> dict[str, Any]:
     mixed = setup.device.type == "cuda" and cfg.train.precision == "bf16-mixed"
     train = Trainer(module, mixed)
     fly = OnTheFly(files, codec, model.window, model.context_mult, setup.batch)
+    target, context = fly.audio(np.random.default_rng(0))
+    with torch.no_grad():
+        vqvae_tflop = count_tflop(fly.codes, target, context)
+    train_tflop = count_tflop(train, fly.codes(target, context))
     steps = run_steps(plan, setup, windows, fly, train)
     shards_summary, fly_summary = summarise(steps["shards"]), summarise(steps["on_the_fly"])
     audio_s = plan.files * plan.seconds
@@ -254,6 +266,13 @@ def benchmark(plan: Plan, setup: Setup, workdir: Path) -> dict[str, Any]:
         },
         "shards": shards_summary,
         "on_the_fly": fly_summary,
+        "work": {
+            "train_tflop": train_tflop,
+            "vqvae_tflop": vqvae_tflop,
+            "train_tflop_per_s": train_tflop / shards_summary["train_s"],
+            "vqvae_tflop_per_s": vqvae_tflop / fly_summary["vqvae_s"],
+            "vqvae_over_train_time": fly_summary["vqvae_s"] / shards_summary["train_s"],
+        },
         "speedup": fly_summary["step_s"] / shards_summary["step_s"],
         "break_even_steps": encode_s / saved_per_step if saved_per_step > 0 else None,
         "steps": steps,
@@ -275,11 +294,15 @@ def notes() -> list[str]:
             " shard reads, while JB-Diffusion's VQ-VAE passes ran inside training_step and could not be hidden."
         ),
         "once-off encode = encode_folder: all 3 levels plus the two upsampler start tracks, same codec and thread.",
+        (
+            "TFLOP: one step's convolutions and matrix products as torch.utils.flop_counter counts them (attention"
+            " kernels it does not know are left out), counted once outside the timed steps."
+        ),
     ]
 
 
 def format_table(result: dict[str, Any]) -> str:
-    setup, encode, machine = result["setup"], result["encode_once"], result["machine"]
+    setup, encode, machine, work = result["setup"], result["encode_once"], result["machine"], result["work"]
     lines = [
         (
             f"Level-{setup['level']} training step, {setup['level_config']} denoiser"
@@ -304,6 +327,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"speed-up: {result['speedup']:.2f}x (goal: >= 3x)",
+        (
+            f"work per step: denoiser {work['train_tflop']:.4f} TFLOP at {work['train_tflop_per_s']:.3f} TFLOP/s,"
+            f" VQ-VAE {work['vqvae_tflop']:.4f} TFLOP at {work['vqvae_tflop_per_s']:.3f} TFLOP/s; the VQ-VAE takes"
+            f" {work['vqvae_over_train_time']:.2f}x the denoiser's time (3x needs 2x)"
+        ),
         (
             f"once-off encode_folder: {encode['audio_s']:g} s of audio in {encode['files']} files,"
             f" {encode['encode_s']:.1f} s ({encode['x_realtime']:.2f}x real time), {encode['shard_bytes'] / 1e3:.0f} kB"
