@@ -142,9 +142,11 @@ def cmd_eval_codec(args: argparse.Namespace) -> None:
 
 def cmd_eval_generation(args: argparse.Namespace) -> None:
     from jbdiff import evaluate_generation as ev
+    from jbdiff.pipeline import Pipeline
 
-    common = {"model": args.model, "seconds": args.seconds, "max_files": args.max_files, "seed": args.seed,
-              "device": args.device, "progress": not args.no_progress}
+    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    common = {"pipeline": pipe, "settings": _sampling_settings(args, pipe.settings), "seconds": args.seconds,
+              "max_files": args.max_files, "seed": args.seed, "progress": not args.no_progress}
     if args.target == "continuation":
         report = ev.evaluate_continuation(args.data, seed_seconds=args.seed_seconds, **common)
     else:
@@ -197,7 +199,7 @@ def _sampling_settings(args: argparse.Namespace, defaults: Any) -> Any:
     for stage, fields in per_stage.items():
         changes[stage] = replace(settings.stage(stage), **fields)
     for field in ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "batch", "seed"):
-        if getattr(args, field) is not None:
+        if getattr(args, field, None) is not None:
             changes[field] = getattr(args, field)
     return settings.replace(**changes)
 
@@ -244,11 +246,21 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac or .ogg); a .png and a .json go beside it")
+    p.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
+    _add_recipe_options(p)
+    p.add_argument("--seed", type=int, help="random seed; the same seed on the same device gives the same audio (default: 0)")
+    p.add_argument("--batch", type=int, help="takes generated together; more than one writes OUT_take1, OUT_take2, ...")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    """How to sample (on top of the bundle's own settings): shared by the sampling and evaluation commands."""
     from jbdiff.crossfade import CROSSFADES
     from jbdiff.noise import NOISE_STYLES
 
-    p.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac or .ogg); a .png and a .json go beside it")
-    p.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
     p.add_argument("--preset", choices=("default", "v1"), help="start from jbdiff's default recipe or Jukebox-Diffusion v1's (default: the bundle's own)")
     p.add_argument("--levels", help="stages to run, coarsest first: 2,1,0,dance (default), or e.g. 2,1 to stop at level 1")
     p.add_argument("--steps", help="sampling steps: one number for every stage, or per stage as 2=50,1=18,0=8,dance=20")
@@ -260,12 +272,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-multiplier", dest="window_multiplier", type=int, help="base windows generated per pass")
     p.add_argument("--crossfade", choices=CROSSFADES, help="crossfade between passes (default: constant-power)")
     p.add_argument("--crossfade-samples", dest="crossfade_samples", type=int, help="crossfade length in samples (default: 1536)")
-    p.add_argument("--seed", type=int, help="random seed; the same seed on the same device gives the same audio (default: 0)")
-    p.add_argument("--batch", type=int, help="takes generated together; more than one writes OUT_take1, OUT_take2, ...")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 for the diffusion stages (default: float32)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         evg.add_argument("--seed", type=int, default=0, help="random seed; file i uses seed + i (default: 0)")
         evg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
         evg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        _add_recipe_options(evg)
         evg.set_defaults(func=cmd_eval_generation)
     return parser
 

@@ -256,16 +256,15 @@ def _summary(
 
 
 def _options(
-    data_dir: str | os.PathLike[str],
-    model: str | os.PathLike[str] | None,
-    pipeline: GenerationPipeline | None,
-    settings: SamplingSettings | None,
-    **values: Any,
+    data_dir: str | os.PathLike[str], pipe: GenerationPipeline, settings: SamplingSettings | None, **values: Any
 ) -> dict[str, Any]:
+    """What the report ran with: the pipeline's bundle and the sampling settings (its own if none given)."""
+    path = getattr(pipe, "path", None)
+    used = settings if settings is not None else getattr(pipe, "settings", None)
     return {
         "data_dir": str(data_dir),
-        "model": None if pipeline is not None or model is None else str(model),
-        "sampling": None if settings is None else dataclasses.asdict(settings),
+        "model": None if path is None else str(path),
+        "sampling": None if used is None else dataclasses.asdict(used),
         **values,
         "sample_rate": SAMPLE_RATE,
     }
@@ -348,7 +347,7 @@ def evaluate_continuation(
         },
     )
     options = _options(
-        data_dir, model, pipeline, settings,
+        data_dir, pipe, settings,
         seed_seconds=seed_seconds, seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
     report = {"kind": "continuation", "options": options, "conditions": list(CONDITIONS), "summary": summary}
@@ -406,7 +405,7 @@ def evaluate_remix(
         {"fd_input": lambda point: mm.frechet_distance(pooled[point], pooled["input"])},
     )
     options = _options(
-        data_dir, model, pipeline, settings,
+        data_dir, pipe, settings,
         strengths=list(strengths), seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
     report = {"kind": "remix", "options": options, "conditions": points, "summary": summary}

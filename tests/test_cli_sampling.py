@@ -101,6 +101,11 @@ def test_eval_continuation_and_remix_commands(tiny_bundle: Path, tmp_path: Path,
     assert code == 0 and "|" in stdout
     report = json.loads((tmp_path / "cont.json").read_text())
     assert {"generated", "pink_noise"} <= set(report["summary"])
+    assert report["options"]["model"] == str(tiny_bundle) and report["options"]["sampling"]["level2"]["steps"] == 3
+    code, _, _ = _run(["eval", "continuation", *common, "--seed-seconds", "1", "--levels", "2", "--steps", "2=1",
+                       "--json", str(tmp_path / "level2.json")], capsys)
+    sampling = json.loads((tmp_path / "level2.json").read_text())["options"]["sampling"]
+    assert code == 0 and sampling["levels"] == ["level2"] and sampling["level2"]["steps"] == 1
     assert (tmp_path / "cont.md").is_file() and list(tmp_path.glob("cont_*.png"))
     code, stdout, _ = _run(["eval", "remix", *common, "--strengths", "0,1"], capsys)
     assert code == 0 and "|" in stdout
