@@ -24,6 +24,7 @@ def test_the_bundle_is_complete_small_and_documented() -> None:
     assert sum(p.stat().st_size for p in DEMO_BUNDLE.iterdir()) <= 40 * 2**20
     card = (DEMO_BUNDLE / "MODEL_CARD.md").read_text()
     assert "GPL" in card and "knolls" in card
+    assert manifest["sampling"] == yaml.safe_load((ROOT / "configs" / "sampling" / "demo.yaml").read_text())
 
 
 def test_the_example_seed_is_ten_seconds_of_stereo() -> None:
