@@ -201,11 +201,11 @@ def run_steps(
     return out
 
 
-def count_tflop(work: Any, *args: Any) -> float:
-    """Matrix and convolution work of one call, in TFLOP (``torch.utils.flop_counter``)."""
+def count_tflop(work: Any, *args: Any) -> tuple[Any, float]:
+    """The call's result and its matrix and convolution work in TFLOP (``torch.utils.flop_counter``)."""
     with FlopCounterMode(display=False) as counter:
-        work(*args)
-    return counter.get_total_flops() / 1e12
+        out = work(*args)
+    return out, counter.get_total_flops() / 1e12
 
 
 def summarise(steps: list[dict[str, float]]) -> dict[str, float]:
@@ -235,8 +235,8 @@ def benchmark(plan: Plan, setup: Setup, workdir: Path) -> dict[str, Any]:
     fly = OnTheFly(files, codec, model.window, model.context_mult, setup.batch)
     target, context = fly.audio(np.random.default_rng(0))
     with torch.no_grad():
-        vqvae_tflop = count_tflop(fly.codes, target, context)
-    train_tflop = count_tflop(train, fly.codes(target, context))
+        batch, vqvae_tflop = count_tflop(fly.codes, target, context)
+    _, train_tflop = count_tflop(train, batch)
     steps = run_steps(plan, setup, windows, fly, train)
     shards_summary, fly_summary = summarise(steps["shards"]), summarise(steps["on_the_fly"])
     audio_s = plan.files * plan.seconds
