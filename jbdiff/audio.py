@@ -114,6 +114,13 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=0, keepdims=True).astype(audio.dtype, copy=False)
 
 
+def resample(audio: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``(channels, samples)`` float audio from ``sample_rate`` to ``target_rate`` (soxr "VHQ"); as is when equal."""
+    if sample_rate == target_rate:
+        return audio
+    return soxr.resample(np.ascontiguousarray(audio.T), sample_rate, target_rate, quality="VHQ").T
+
+
 def load_audio(
     path: str | os.PathLike[str],
     *,
@@ -172,9 +179,7 @@ def load_audio(
         audio = to_mono(audio)
     elif channels == 2:
         audio = np.repeat(audio, 2, axis=0) if audio.shape[0] == 1 else audio[:2]
-    if info.sample_rate != sample_rate:
-        audio = soxr.resample(np.ascontiguousarray(audio.T), info.sample_rate, sample_rate, quality="VHQ").T
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.ascontiguousarray(resample(audio, info.sample_rate, sample_rate), dtype=np.float32)
 
 
 def save_format(path: str | os.PathLike[str]) -> tuple[str, str, bool]:

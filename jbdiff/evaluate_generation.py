@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import soxr
 import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
@@ -39,7 +38,7 @@ from tqdm import tqdm
 from jbdiff import SAMPLE_RATE, musicnn
 from jbdiff import music_metrics as mm
 from jbdiff.atomic import atomic_path
-from jbdiff.audio import AudioError, audio_info, list_audio_files, load_audio
+from jbdiff.audio import AudioError, audio_info, list_audio_files, load_audio, resample
 from jbdiff.errors import JbdiffError
 
 if TYPE_CHECKING:
@@ -153,7 +152,7 @@ def _generated_audio(result: Any, samples: int) -> tuple[np.ndarray, list[int]]:
     audio = audio[None] if audio.ndim == 1 else audio
     seams = [int(s) for s in result.seams]
     if result.sample_rate != SAMPLE_RATE:
-        audio = soxr.resample(audio.T, result.sample_rate, SAMPLE_RATE, quality="VHQ").T
+        audio = resample(audio, result.sample_rate)
         seams = [round(s * SAMPLE_RATE / result.sample_rate) for s in seams]
     audio = np.ascontiguousarray(audio[:, :samples])
     return audio, [s for s in seams if 0 < s < audio.shape[-1]]

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import torch
 from tqdm import tqdm
 
 from jbdiff import SAMPLE_RATE, __version__
 from jbdiff.atomic import atomic_path
+from jbdiff.audio import resample, to_mono
 from jbdiff.audio_stream import AudioStreamWriter
 from jbdiff.config import from_dict, load_yaml
 from jbdiff.crossfade import Crossfader
@@ -67,30 +67,30 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _as_array(audio: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(channels, samples) float32 from (channels, samples) or (samples,) audio."""
+    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    return (array[None] if array.ndim == 1 else array).astype(np.float32)
+
+
 def _as_mono_tensor(audio: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
     """(1, 1, samples) float32 at the model's rate from (channels, samples) or (samples,) audio."""
-    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    array = array[None] if array.ndim == 1 else array
+    array = _as_array(audio)
     if array.ndim != 2 or array.shape[0] > 8:
         raise JbdiffError(f"{what}: expected audio shaped (channels, samples), got shape {array.shape}")
     if sample_rate <= 0:
         raise JbdiffError(f"{what}: sample rate must be positive, got {sample_rate}")
     if not np.isfinite(array).all():
         raise JbdiffError(f"{what}: contains NaN or infinite samples")
-    mono = array.astype(np.float32).mean(axis=0)
-    if sample_rate != SAMPLE_RATE and mono.size:
-        mono = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality="VHQ").astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(mono))[None, None]
+    mono = resample(to_mono(array), sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(mono))[None]
 
 
 def _as_output_channels(audio: np.ndarray | torch.Tensor, sample_rate: int, channels: int) -> torch.Tensor:
     """(channels, samples) float32 at the model's rate, mixed or duplicated to ``channels``."""
-    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    array = (array[None] if array.ndim == 1 else array).astype(np.float32)
-    if sample_rate != SAMPLE_RATE:
-        array = soxr.resample(array.T, sample_rate, SAMPLE_RATE, quality="VHQ").T
+    array = resample(_as_array(audio), sample_rate)
     if channels == 1:
-        array = array.mean(axis=0, keepdims=True)
+        array = to_mono(array)
     elif array.shape[0] == 1:
         array = np.repeat(array, 2, axis=0)
     return torch.from_numpy(np.ascontiguousarray(array[:channels]))
