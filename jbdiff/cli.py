@@ -145,16 +145,16 @@ def cmd_eval_generation(args: argparse.Namespace) -> None:
     from jbdiff.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    common = {"pipeline": pipe, "settings": _sampling_settings(args, pipe.settings), "seconds": args.seconds,
+    common = {"settings": _sampling_settings(args, pipe.settings), "seconds": args.seconds,
               "max_files": args.max_files, "seed": args.seed, "progress": not args.no_progress}
     if args.target == "continuation":
-        report = ev.evaluate_continuation(args.data, seed_seconds=args.seed_seconds, **common)
+        report = ev.evaluate_continuation(args.data, pipe, seed_seconds=args.seed_seconds, **common)
     else:
         try:
             strengths = [float(v) for v in args.strengths.split(",")]
         except ValueError:
             raise JbdiffError(f"--strengths: '{args.strengths}' is not a comma-separated list of numbers") from None
-        report = ev.evaluate_remix(args.data, strengths=strengths, **common)
+        report = ev.evaluate_remix(args.data, pipe, strengths=strengths, **common)
     print(ev.report_markdown(report))
     if args.json:
         written = ev.write_report(report, Path(args.json).with_suffix(""))

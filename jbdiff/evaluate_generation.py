@@ -166,12 +166,6 @@ def _codec_reconstruction(codec: Any, audio: np.ndarray) -> np.ndarray:
     return decoded[0, :, : audio.shape[-1]].float().cpu().numpy()
 
 
-def _load_pipeline(model: str | os.PathLike[str] | None, device: str) -> GenerationPipeline:
-    from jbdiff.pipeline import Pipeline
-
-    return Pipeline.from_pretrained(model, device=device)
-
-
 def _clip_from(path: Path, seconds: float, start_fraction: float) -> tuple[np.ndarray, float]:
     """Mono ``seconds`` of ``path`` from ``start_fraction`` of it (earlier if needed) and the start."""
     info = audio_info(path)
@@ -271,22 +265,19 @@ def _options(
 
 def evaluate_continuation(
     data_dir: str | os.PathLike[str],
+    pipeline: GenerationPipeline,
     *,
-    model: str | os.PathLike[str] | None = None,
-    pipeline: GenerationPipeline | None = None,
     settings: SamplingSettings | None = None,
     seed_seconds: float = 10.0,
     seconds: float = 20.0,
     start_fraction: float = 1 / 3,
     max_files: int | None = None,
     seed: int = 0,
-    device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Continue a seed from every audio file under ``data_dir`` and score it against baselines.
 
-    ``pipeline`` (a loaded :class:`jbdiff.pipeline.Pipeline`) or else the bundle at ``model``
-    (None: the shipped demo bundle, loaded on ``device``) generates with the sampling
+    ``pipeline`` (a loaded :class:`jbdiff.pipeline.Pipeline`) generates with the sampling
     ``settings`` (None: the pipeline's defaults; the seed is replaced). Files shorter than
     ``seed_seconds + seconds`` or unreadable are skipped and listed. Returns a JSON-ready
     report: ``options``, per-condition ``summary``, per-file values and ``skipped``.
@@ -294,7 +285,6 @@ def evaluate_continuation(
     _check_options(seconds, start_fraction, max_files)
     if not (seed_seconds > 0 and math.isfinite(seed_seconds)):
         raise JbdiffError(f"seed seconds must be a positive number, got {seed_seconds}")
-    pipe = pipeline if pipeline is not None else _load_pipeline(model, device)
     seed_samples, samples = round(seed_seconds * SAMPLE_RATE), round(seconds * SAMPLE_RATE)
     loops = -(-samples // seed_samples)
     files: list[dict[str, Any]] = []
@@ -303,14 +293,14 @@ def evaluate_continuation(
     clips = _clips(data_dir, seed_seconds + seconds, start_fraction, max_files, "eval continuation", progress, skipped)
     for index, path, clip, start in clips:
         seed_audio, real = clip[:, :seed_samples], clip[:, seed_samples:]
-        result = pipe.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings)
+        result = pipeline.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings)
         generated, seams = _generated_audio(result, samples)
         candidates = {
             "generated": (generated, seams),
             "real": (real, []),
             "looped_seed": (np.tile(seed_audio, loops)[:, :samples], [k * seed_samples for k in range(1, loops)]),
             "pink_noise": (pink_noise(samples, seed + index, rms=float(np.sqrt(np.mean(real**2)))), []),
-            "codec": (_codec_reconstruction(pipe.codec, real), []),
+            "codec": (_codec_reconstruction(pipeline.codec, real), []),
         }
         seed_clip = _describe(seed_audio)
         described = {name: _describe(audio) for name, (audio, _) in candidates.items()}
@@ -346,7 +336,7 @@ def evaluate_continuation(
         },
     )
     options = _options(
-        data_dir, pipe, settings,
+        data_dir, pipeline, settings,
         seed_seconds=seed_seconds, seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
     report = {"kind": "continuation", "options": options, "conditions": list(CONDITIONS), "summary": summary}
@@ -355,21 +345,19 @@ def evaluate_continuation(
 
 def evaluate_remix(
     data_dir: str | os.PathLike[str],
+    pipeline: GenerationPipeline,
     *,
-    model: str | os.PathLike[str] | None = None,
-    pipeline: GenerationPipeline | None = None,
     settings: SamplingSettings | None = None,
     strengths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
     seconds: float = 20.0,
     start_fraction: float = 1 / 3,
     max_files: int | None = None,
     seed: int = 0,
-    device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Remix a clip of every audio file under ``data_dir`` at each strength; score output vs input.
 
-    ``pipeline``, ``model``, ``settings``, ``device`` and skipping as in
+    ``pipeline``, ``settings`` and skipping as in
     :func:`evaluate_continuation`. Returns a JSON-ready report whose ``summary`` maps
     ``"input"`` and each strength (formatted as ``"0.5"``) to its metrics: a curve from the
     input outwards.
@@ -378,7 +366,6 @@ def evaluate_remix(
     points = ["input", *(f"{s:g}" for s in strengths)]
     if not strengths or not all(0.0 <= s <= 1.0 for s in strengths) or len(set(points)) < len(points):
         raise JbdiffError(f"remix strengths must be one or more different numbers in [0, 1], got {list(strengths)}")
-    pipe = pipeline if pipeline is not None else _load_pipeline(model, device)
     samples = round(seconds * SAMPLE_RATE)
     files: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -388,7 +375,7 @@ def evaluate_remix(
         source = _describe(clip)
         outputs: dict[str, tuple[_Clip, list[int]]] = {"input": (source, [])}
         for strength, point in zip(strengths, points[1:]):
-            result = pipe.remix(clip, SAMPLE_RATE, strength, seed=seed + index, settings=settings)
+            result = pipeline.remix(clip, SAMPLE_RATE, strength, seed=seed + index, settings=settings)
             audio, seams = _generated_audio(result, samples)
             outputs[point] = (_describe(audio), seams)
         results = {}
@@ -404,7 +391,7 @@ def evaluate_remix(
         {"fd_input": lambda point: mm.frechet_distance(pooled[point], pooled["input"])},
     )
     options = _options(
-        data_dir, pipe, settings,
+        data_dir, pipeline, settings,
         strengths=list(strengths), seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
     report = {"kind": "remix", "options": options, "conditions": points, "summary": summary}
