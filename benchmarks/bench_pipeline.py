@@ -48,11 +48,11 @@ def quality(seed: np.ndarray, audio: np.ndarray, seams: list[int]) -> dict[str, 
     from jbdiff import music_metrics as mm
     from jbdiff.musicnn import tag_probabilities
 
-    seed_key, out_key = mm.estimate_key(mm.mean_chroma(seed, SAMPLE_RATE)), mm.estimate_key(mm.mean_chroma(audio, SAMPLE_RATE))
+    seed_chroma, out_chroma = mm.mean_chroma(seed, SAMPLE_RATE), mm.mean_chroma(audio, SAMPLE_RATE)
     return {
         "tag_kl_vs_seed": mm.tag_kl(tag_probabilities(seed, SAMPLE_RATE), tag_probabilities(audio, SAMPLE_RATE)),
-        "chroma_correlation_vs_seed": mm.chroma_correlation(mm.mean_chroma(seed, SAMPLE_RATE), mm.mean_chroma(audio, SAMPLE_RATE)),
-        "key_agreement_vs_seed": mm.key_agreement(seed_key, out_key),
+        "chroma_correlation_vs_seed": mm.chroma_correlation(seed_chroma, out_chroma),
+        "key_agreement_vs_seed": mm.key_agreement(mm.estimate_key(seed_chroma), mm.estimate_key(out_chroma)),
         "seam_discontinuity": mm.seam_discontinuity(audio, SAMPLE_RATE, seams),
         "silent_fraction": mm.silent_fraction(audio, SAMPLE_RATE),
     }
