@@ -3,8 +3,9 @@
 ``PRESETS["default"]`` is jbdiff's recipe: DPM-Solver++(2M), which needs far fewer steps than the
 reference sampler (50 / 6 / 4 / 15 network evaluations per window at levels 2 / 1 / 0 / Dance,
 against v1's 250 / 23 / 10 / 116), no guidance at level 0 (whose start tensor already carries
-the music; guidance doubles a stage's cost), and four base windows per pass; ``PRESETS["v1"]`` is Jukebox-Diffusion v1's (the reference v-sampler, 250 / 70 / 20 / 150
-steps from init strengths 0 / 0.67 / 0.5 / 0.23, two base windows per pass, as its
+the music; guidance doubles a stage's cost), and four base windows per pass.
+``PRESETS["v1"]`` is Jukebox-Diffusion v1's: the reference v-sampler, 250 / 70 / 20 / 150 steps
+from init strengths 0 / 0.67 / 0.5 / 0.23, two base windows per pass (its
 ``--token-multiplier`` default).
 """
 
