@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from harness import MB, build_codec, machine_info, peak_mb, rss_mb, write_result
 
-from jbdiff.synth import synth_music
+from jbdiff.core.synth import synth_music
 from levels.codec import Codec
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "codec.json"

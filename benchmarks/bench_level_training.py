@@ -40,9 +40,9 @@ import torch
 from harness import build_codec, machine_info, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
-from jbdiff import SAMPLE_RATE
-from jbdiff.audio import audio_info, load_audio, save_audio
-from jbdiff.synth import synth_music
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.audio import audio_info, load_audio, save_audio
+from jbdiff.core.synth import synth_music
 from levels.codec import Codec
 from levels.denoiser_training import LevelTrainingModule, load_level_config
 from levels.latent_dataset import LatentWindows

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from harness import machine_info, peak_mb, rss_mb, write_result
 
-from jbdiff import SAMPLE_RATE
-from jbdiff.audio import load_audio
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.audio import load_audio
 from jbdiff.pipeline import Pipeline
 from jbdiff.sampling_settings import PRESETS, StageSettings
 
@@ -45,8 +45,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def quality(seed: np.ndarray, audio: np.ndarray, seams: list[int]) -> dict[str, float]:
     """Evaluation metrics of a continuation against its seed."""
-    from jbdiff import music_metrics as mm
-    from jbdiff.musicnn import tag_probabilities
+    from jbdiff.metrics import music as mm
+    from jbdiff.metrics.musicnn import tag_probabilities
 
     seed_chroma, out_chroma = mm.mean_chroma(seed, SAMPLE_RATE), mm.mean_chroma(audio, SAMPLE_RATE)
     return {

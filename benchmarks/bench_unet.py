@@ -7,7 +7,7 @@ length 768, 3072 and 12288 and a cross-attention context of 1536 x 64 (``--quick
 only, and the same topology at half the width):
 
 * ``reference``: ``UNetV0(dim=1, ...)`` of audio-diffusion-pytorch 0.1.3 (einsum attention),
-* ``ours``: :class:`jbdiff.unet.UNet1d` with the same weights layout (SDPA attention),
+* ``ours``: :class:`jbdiff.core.unet.UNet1d` with the same weights layout (SDPA attention),
 * ``ours+ckpt``: the same with ``gradient_checkpointing=True``.
 
 A training step is: forward, ``mean(out**2)``, backward (random weights, train mode).
@@ -39,8 +39,8 @@ import torch
 from harness import machine_info, peak_mb, rss_mb, write_result
 from torch import nn
 
-from jbdiff.unet import UNet1d, UNetConfig
-from jbdiff.unet_reference import JBDIFF_V1_UNET, reference_unet
+from jbdiff.core.unet import UNet1d, UNetConfig
+from jbdiff.core.unet_reference import JBDIFF_V1_UNET, reference_unet
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "unet.json"
 VARIANTS = ("reference", "ours", "ours+ckpt")

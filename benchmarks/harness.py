@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from jbdiff.atomic import atomic_path
-from jbdiff.synth import synth_music
+from jbdiff.core.atomic import atomic_path
+from jbdiff.core.synth import synth_music
 from levels.codec import Codec
 from levels.vqvae import VQVAE, VQVAEConfig
 

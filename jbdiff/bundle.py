@@ -1,4 +1,5 @@
-"""Model bundles: every trained stage in one folder, described by ``bundle.yaml``.
+"""Model bundles: every trained stage in one folder, described by ``bundle.yaml``; written by
+:func:`export_bundle`, read by :func:`load_bundle`.
 
 ``bundle.yaml`` holds each stage's section (its config, and for the codec the latent
 normalisation statistics), the sample rate, the hops, a training-data note and the jbdiff
@@ -7,22 +8,84 @@ version; each stage's weights sit beside it as ``NAME.safetensors``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from jbdiff import SAMPLE_RATE, __version__
-from jbdiff.atomic import atomic_path
-from jbdiff.config import from_dict
-from jbdiff.errors import JbdiffError
+from jbdiff import __version__
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.atomic import atomic_path
+from jbdiff.core.config import from_dict, load_yaml
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.stage_io import BUNDLE_YAML, stage_section
+from jbdiff.core.stages import DANCE_STAGE, LATENT_STAGES, STAGES, stage_level
 from jbdiff.sampling_settings import SamplingSettings
-from jbdiff.stage_io import BUNDLE_YAML, stage_section
+from levels.codec import Codec
+from levels.codec_io import load_codec
+from levels.latent_denoiser import LatentDenoiser, load_denoiser
+from upsampler.dance_refiner import load_dance
+from upsampler.dance_unet import DanceUNet
 
-STAGES = ("codec", "level2", "level1", "level0", "dance")
+DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_model"
+
+
+@dataclass
+class Stages:
+    """The models of a bundle: the codec, the latent denoisers by level, and the Dance stage."""
+
+    codec: Codec
+    denoisers: dict[int, LatentDenoiser]
+    dance: DanceUNet | None = None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: its models, recommended sampling settings and each stage's fingerprint."""
+
+    path: Path
+    stages: Stages
+    settings: SamplingSettings
+    fingerprints: dict[str, str]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_bundle(path: str | os.PathLike[str] | None, *, device: torch.device, dtype: torch.dtype) -> Bundle:
+    """Load a model bundle folder (``None``: the demo bundle) onto ``device``; the codec stays float32."""
+    folder = DEMO_BUNDLE if path is None else Path(path)
+    if not (folder / BUNDLE_YAML).is_file():
+        if path is None:
+            raise JbdiffError("the demo model bundle is not installed with this copy of jbdiff; pass --model BUNDLE")
+        if not folder.exists():
+            raise JbdiffError(f"{folder}: model bundle not found")
+        raise JbdiffError(f"{folder}: not a model bundle (no {BUNDLE_YAML}; make one with 'jbdiff export')")
+    manifest = load_yaml(folder / BUNDLE_YAML)
+    listed = manifest.get("stages")
+    if not isinstance(listed, list) or "codec" not in listed:
+        raise JbdiffError(f"{folder / BUNDLE_YAML}: no 'stages' list with a codec")
+    sampling = manifest.get("sampling")
+    settings = from_dict(SamplingSettings, sampling, f"{folder / BUNDLE_YAML}: sampling") if sampling else SamplingSettings()
+    codec = load_codec(folder).to(device)
+    denoisers = {
+        stage_level(name): load_denoiser(folder, name).to(device, dtype) for name in LATENT_STAGES if name in listed
+    }
+    dance = load_dance(folder).to(device, dtype) if DANCE_STAGE in listed else None
+    fingerprints = {"codec": codec.fingerprint()}
+    fingerprints.update({name: _file_digest(folder / f"{name}.safetensors") for name in listed if name != "codec"})
+    return Bundle(folder, Stages(codec, denoisers, dance), settings, fingerprints)
 
 
 def export_bundle(

@@ -13,11 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jbdiff import SAMPLE_RATE, __version__
-from jbdiff.errors import JbdiffError
+from jbdiff import __version__
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.stages import SAMPLING_STAGES, STAGES
 
 if TYPE_CHECKING:
-    from jbdiff.training import FitOptions
+    from jbdiff.core.training import FitOptions
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -37,7 +39,7 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
 
 
 def _fit_options(args: argparse.Namespace) -> FitOptions:
-    from jbdiff.training import FitOptions
+    from jbdiff.core.training import FitOptions
 
     return FitOptions(
         max_steps=args.max_steps, accelerator=args.accelerator, devices=args.devices,
@@ -84,7 +86,7 @@ def cmd_train_dance(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from jbdiff.device import resolve_device
+    from jbdiff.core.device import resolve_device
     from levels.codec_io import load_codec
     from levels.latent_shards import encode_folder
 
@@ -99,8 +101,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from jbdiff.bundle import STAGES, export_bundle
-    from jbdiff.config import load_yaml
+    from jbdiff.bundle import export_bundle
+    from jbdiff.core.config import load_yaml
 
     runs = {name: getattr(args, name) for name in STAGES if getattr(args, name)}
     sampling = load_yaml(args.sampling) if args.sampling else None
@@ -111,8 +113,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import torch
 
-    from jbdiff.audio import load_audio, save_audio
-    from jbdiff.device import resolve_device
+    from jbdiff.core.audio import load_audio, save_audio
+    from jbdiff.core.device import resolve_device
     from levels.codec_io import load_codec
 
     out = _output_path(args.output, args.overwrite)
@@ -128,7 +130,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_codec(args: argparse.Namespace) -> None:
-    from jbdiff.device import resolve_device
+    from jbdiff.core.device import resolve_device
     from jbdiff.evaluate_codec import evaluate_codec
     from levels.codec_io import load_codec
 
@@ -161,52 +163,21 @@ def cmd_eval_generation(args: argparse.Namespace) -> None:
         print(f"report written to {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plot(s)")
 
 
-STAGE_KEYS = {"2": "level2", "1": "level1", "0": "level0", "dance": "dance", "level2": "level2", "level1": "level1", "level0": "level0"}
-
-
-def _per_stage(option: str, text: str, convert: Callable[[str], Any]) -> dict[str, Any]:
-    """``50`` (every stage) or ``2=50,0=8,dance=20`` -> {stage: value}."""
-    values: dict[str, Any] = {}
-    for item in text.split(","):
-        key, _, value = item.strip().rpartition("=")
-        stages = [STAGE_KEYS.get(key.strip())] if key else list(dict.fromkeys(STAGE_KEYS.values()))
-        if None in stages:
-            raise JbdiffError(f"{option}: unknown stage '{key}'; use 2, 1, 0 or dance")
-        try:
-            converted = convert(value.strip())
-        except ValueError:
-            raise JbdiffError(f"{option}: '{value}' is not a valid value") from None
-        values.update(dict.fromkeys(stages, converted))
-    return values
-
-
 def _sampling_settings(args: argparse.Namespace, defaults: Any) -> Any:
     """The bundle's (or the preset's) sampling settings with the command-line options applied."""
-    from dataclasses import replace
+    from jbdiff.sampling_settings import PRESETS, with_options
 
-    from jbdiff.sampling_settings import PRESETS
-
-    settings = PRESETS[args.preset] if args.preset else defaults
-    changes: dict[str, Any] = {}
-    if args.levels:
-        changes["levels"] = tuple(STAGE_KEYS.get(k.strip(), k.strip()) for k in args.levels.split(","))
-    per_stage: dict[str, dict[str, Any]] = {}
-    for option, field, convert in (("--steps", "steps", int), ("--guidance", "guidance", float),
-                                   ("--init-strength", "init_strength", float), ("--sampler", "sampler", str)):
-        text = getattr(args, field)
-        for stage, value in (_per_stage(option, text, convert) if text else {}).items():
-            per_stage.setdefault(stage, {})[field] = value
-    for stage, fields in per_stage.items():
-        changes[stage] = replace(settings.stage(stage), **fields)
-    for field in ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "batch", "seed"):
-        if getattr(args, field, None) is not None:
-            changes[field] = getattr(args, field)
-    return settings.replace(**changes)
+    fields = ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "batch", "seed")
+    return with_options(
+        PRESETS[args.preset] if args.preset else defaults,
+        levels=args.levels, steps=args.steps, guidance=args.guidance, init_strength=args.init_strength, sampler=args.sampler,
+        **{field: getattr(args, field) for field in fields if getattr(args, field, None) is not None},
+    )
 
 
 def _run_sampling(args: argparse.Namespace, run: Callable[[Any, Any], Any]) -> None:
     """Shared by continue / remix / generate: check the output, load the model, run, report."""
-    from jbdiff.audio import save_format
+    from jbdiff.core.audio import save_format
     from jbdiff.pipeline import Pipeline
 
     out = _output_path(args.output, args.overwrite)
@@ -223,7 +194,7 @@ def _run_sampling(args: argparse.Namespace, run: Callable[[Any, Any], Any]) -> N
 
 
 def cmd_continue(args: argparse.Namespace) -> None:
-    from jbdiff.audio import load_audio
+    from jbdiff.core.audio import load_audio
 
     seed = load_audio(args.seed_audio, channels=None)
     _run_sampling(args, lambda pipe, settings: pipe.continue_(
@@ -232,7 +203,7 @@ def cmd_continue(args: argparse.Namespace) -> None:
 
 
 def cmd_remix(args: argparse.Namespace) -> None:
-    from jbdiff.audio import load_audio
+    from jbdiff.core.audio import load_audio
 
     audio = load_audio(args.input, channels=None)
     context = (load_audio(args.context, channels=None), SAMPLE_RATE) if args.context else None
@@ -258,8 +229,8 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     """How to sample (on top of the bundle's own settings): shared by the sampling and evaluation commands."""
-    from jbdiff.crossfade import CROSSFADES
-    from jbdiff.noise import NOISE_STYLES
+    from jbdiff.core.crossfade import CROSSFADES
+    from jbdiff.core.noise import NOISE_STYLES
 
     p.add_argument("--preset", choices=("default", "v1"), help="start from jbdiff's default recipe or Jukebox-Diffusion v1's (default: the bundle's own)")
     p.add_argument("--levels", help="stages to run, coarsest first: 2,1,0,dance (default), or e.g. 2,1 to stop at level 1")
@@ -318,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="collect trained stages into one model bundle")
     exp.add_argument("--codec", required=True, help="codec run folder (or bundle)")
-    for name in ("level2", "level1", "level0", "dance"):
+    for name in SAMPLING_STAGES:
         exp.add_argument(f"--{name}", help=f"{name} run folder (or bundle)")
     exp.add_argument("--out", required=True, help="bundle folder to write")
     exp.add_argument("--data-note", default="", help="what the models were trained on (kept in bundle.yaml)")

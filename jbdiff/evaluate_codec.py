@@ -3,7 +3,7 @@
 Each audio file is loaded (at the codec's rate and channel count, mono for Jukebox codecs;
 at most ``seconds`` from its start) and encoded at every level; each level's codes are
 decoded back to audio, trimmed to the input length and compared with the input:
-multi-resolution STFT distance, mel distance and SI-SDR (:mod:`jbdiff.metrics`, auraloss
+multi-resolution STFT distance, mel distance and SI-SDR (:mod:`jbdiff.metrics.codec`, auraloss
 defaults as in Stable Audio 2, Table 5). Per level the report gives the unweighted mean over
 files, plus codebook usage and perplexity of the codes of all files together (from a running
 histogram, so memory does not grow with the number of files).
@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from jbdiff.atomic import atomic_path
-from jbdiff.audio import AudioError, list_audio_files, load_audio
-from jbdiff.errors import JbdiffError
-from jbdiff.metrics import ReconstructionMetrics, reconstruction_metrics
+from jbdiff.core.atomic import atomic_path
+from jbdiff.core.audio import AudioError, list_audio_files, load_audio
+from jbdiff.core.errors import JbdiffError
+from jbdiff.metrics.codec import ReconstructionMetrics, reconstruction_metrics
 from levels.codec import Codec
 
 __all__ = ["CodecReport", "FileResult", "LevelResult", "SkippedFile", "evaluate_codec"]

@@ -11,7 +11,7 @@ Remix: from each track, a clip of ``seconds`` from ``start_fraction`` is remixed
 strength and compared with the input, giving one curve per metric; the input itself is the
 curve's first point.
 
-Metrics (:mod:`jbdiff.music_metrics`; embeddings and tags from :mod:`jbdiff.musicnn`): Fréchet
+Metrics (:mod:`jbdiff.metrics.music`; embeddings and tags from :mod:`jbdiff.metrics.musicnn`): Fréchet
 distance between the musicnn embeddings of all clips of a condition and those of the reference
 clips (pooled over files), tag-distribution KL, mean-chroma correlation and MIREX key
 agreement, seam discontinuity (at the join between seed and continuation, and at the
@@ -35,11 +35,12 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from jbdiff import SAMPLE_RATE, musicnn
-from jbdiff import music_metrics as mm
-from jbdiff.atomic import atomic_path
-from jbdiff.audio import AudioError, audio_info, list_audio_files, load_audio, resample
-from jbdiff.errors import JbdiffError
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.metrics import musicnn
+from jbdiff.metrics import music as mm
+from jbdiff.core.atomic import atomic_path
+from jbdiff.core.audio import AudioError, audio_info, list_audio_files, load_audio, resample
+from jbdiff.core.errors import JbdiffError
 
 if TYPE_CHECKING:
     from jbdiff.sampling_settings import SamplingSettings

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -25,24 +24,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from jbdiff import SAMPLE_RATE, __version__
-from jbdiff.atomic import atomic_path
-from jbdiff.audio import resample, to_mono
-from jbdiff.audio_stream import AudioStreamWriter
-from jbdiff.config import from_dict, load_yaml
-from jbdiff.crossfade import Crossfader
-from jbdiff.device import resolve_device, resolve_dtype
-from jbdiff.errors import JbdiffError
-from jbdiff.latent_denoiser import load_denoiser
+from jbdiff import __version__
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.atomic import atomic_path
+from jbdiff.core.audio import resample, to_mono
+from jbdiff.core.audio_stream import AudioStreamWriter
+from jbdiff.core.crossfade import Crossfader
+from jbdiff.core.device import resolve_device, resolve_dtype
+from jbdiff.core.errors import JbdiffError
 from jbdiff.sampling_settings import SamplingSettings
-from jbdiff.spectrogram import save_spectrogram_png
-from jbdiff.stage_io import BUNDLE_YAML
-from jbdiff.window_sampler import Stages, WindowSampler
+from jbdiff.core.spectrogram import save_spectrogram_png
+from jbdiff.bundle import DEMO_BUNDLE, Stages, load_bundle
+from jbdiff.window_sampler import WindowSampler
 from levels.codec import Codec
-from levels.codec_io import load_codec
-from upsampler.dance_refiner import load_dance
-
-DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_model"
 
 Sink = Callable[[int, np.ndarray], None]
 
@@ -59,41 +53,43 @@ class Generation:
     paths: list[Path] = field(default_factory=list)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+@dataclass(frozen=True)
+class _Input:
+    """Audio handed to the pipeline, converted once: (channels, samples) float32 at the model's rate."""
 
+    samples: np.ndarray
 
-def _as_array(audio: np.ndarray | torch.Tensor) -> np.ndarray:
-    """(channels, samples) float32 from (channels, samples) or (samples,) audio."""
-    array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    return (array[None] if array.ndim == 1 else array).astype(np.float32)
+    @classmethod
+    def convert(cls, audio: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> _Input:
+        """Check ``audio`` ((channels, samples) or (samples,)) and resample it to the model's rate."""
+        array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+        array = (array[None] if array.ndim == 1 else array).astype(np.float32)
+        if array.ndim != 2 or array.shape[0] > 8:
+            raise JbdiffError(f"{what}: expected audio shaped (channels, samples), got shape {array.shape}")
+        if sample_rate <= 0:
+            raise JbdiffError(f"{what}: sample rate must be positive, got {sample_rate}")
+        if not np.isfinite(array).all():
+            raise JbdiffError(f"{what}: contains NaN or infinite samples")
+        return cls(np.ascontiguousarray(resample(array, sample_rate)))
 
+    @property
+    def length(self) -> int:
+        return self.samples.shape[-1]
 
-def _as_mono_tensor(audio: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
-    """(1, 1, samples) float32 at the model's rate from (channels, samples) or (samples,) audio."""
-    array = _as_array(audio)
-    if array.ndim != 2 or array.shape[0] > 8:
-        raise JbdiffError(f"{what}: expected audio shaped (channels, samples), got shape {array.shape}")
-    if sample_rate <= 0:
-        raise JbdiffError(f"{what}: sample rate must be positive, got {sample_rate}")
-    if not np.isfinite(array).all():
-        raise JbdiffError(f"{what}: contains NaN or infinite samples")
-    mono = resample(to_mono(array), sample_rate)
-    return torch.from_numpy(np.ascontiguousarray(mono))[None]
+    def aligned(self, grain: int) -> _Input:
+        """Without its first ``length % grain`` samples, so that it ends on the latent grid."""
+        return _Input(self.samples[:, self.length % grain :])
 
+    def mono(self) -> torch.Tensor:
+        """(1, 1, samples): what the codec reads."""
+        return torch.from_numpy(np.ascontiguousarray(to_mono(self.samples)))[None]
 
-def _as_output_channels(audio: np.ndarray | torch.Tensor, sample_rate: int, channels: int) -> torch.Tensor:
-    """(channels, samples) float32 at the model's rate, mixed or duplicated to ``channels``."""
-    array = resample(_as_array(audio), sample_rate)
-    if channels == 1:
-        array = to_mono(array)
-    elif array.shape[0] == 1:
-        array = np.repeat(array, 2, axis=0)
-    return torch.from_numpy(np.ascontiguousarray(array[:channels]))
+    def with_channels(self, channels: int) -> torch.Tensor:
+        """(channels, samples), mixed down to mono or a mono input duplicated to stereo."""
+        array = to_mono(self.samples) if channels == 1 else self.samples
+        if array.shape[0] < channels:
+            array = np.repeat(array, channels, axis=0)
+        return torch.from_numpy(np.ascontiguousarray(array[:channels]))
 
 
 class Pipeline:
@@ -121,30 +117,12 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str] | None = None, *, device: str = "auto", dtype: str = "float32") -> Pipeline:
         """Load a model bundle folder (``None``: the demo bundle shipped with jbdiff)."""
-        folder = DEMO_BUNDLE if path is None else Path(path)
-        if not (folder / BUNDLE_YAML).is_file():
-            if path is None:
-                raise JbdiffError("the demo model bundle is not installed with this copy of jbdiff; pass --model BUNDLE")
-            if not folder.exists():
-                raise JbdiffError(f"{folder}: model bundle not found")
-            raise JbdiffError(f"{folder}: not a model bundle (no {BUNDLE_YAML}; make one with 'jbdiff export')")
-        bundle = load_yaml(folder / BUNDLE_YAML)
-        listed = bundle.get("stages")
-        if not isinstance(listed, list) or "codec" not in listed:
-            raise JbdiffError(f"{folder / BUNDLE_YAML}: no 'stages' list with a codec")
-        sampling = bundle.get("sampling")
-        settings = from_dict(SamplingSettings, sampling, f"{folder / BUNDLE_YAML}: sampling") if sampling else SamplingSettings()
         torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
-        codec = load_codec(folder).to(torch_device)
-        denoisers = {
-            int(name[-1]): load_denoiser(folder, name).to(torch_device, torch_dtype)
-            for name in ("level2", "level1", "level0") if name in listed
-        }
-        dance = load_dance(folder).to(torch_device, torch_dtype) if "dance" in listed else None
-        fingerprints = {"codec": codec.fingerprint()}
-        fingerprints.update({name: _file_digest(folder / f"{name}.safetensors") for name in listed if name != "codec"})
-        stages = Stages(codec, denoisers, dance)
-        return cls(stages, path=folder, device=torch_device, dtype=torch_dtype, fingerprints=fingerprints, settings=settings)
+        bundle = load_bundle(path, device=torch_device, dtype=torch_dtype)
+        return cls(
+            bundle.stages, path=bundle.path, device=torch_device, dtype=torch_dtype,
+            fingerprints=bundle.fingerprints, settings=bundle.settings,
+        )
 
     def continue_(
         self,
@@ -161,11 +139,10 @@ class Pipeline:
         """Continue ``audio`` (the seed) by ``seconds``; ``include_seed`` returns seed + continuation."""
         settings = self._settings(settings, changes, generating="continuing a seed")
         total = self._samples(seconds)
-        seed = self._model_input(audio, sample_rate, "seed")
+        seed = self._model_input(audio, sample_rate, "seed").aligned(max(self.codec.hops))
         sampler = self._sampler(settings)
-        sampler.prime(seed)
-        seed_out = _as_output_channels(audio, sample_rate, sampler.channels)
-        seed_out = seed_out[..., seed_out.shape[-1] % max(self.codec.hops) :]
+        sampler.prime(seed.mono())
+        seed_out = seed.with_channels(sampler.channels)
         lead, previous = 0, None
         if include_seed:
             lead = seed_out.shape[-1]
@@ -209,10 +186,10 @@ class Pipeline:
         if not 0.0 <= strength <= 1.0:
             raise JbdiffError(f"remix strength must be in [0, 1], got {strength}")
         settings = self._settings(settings, changes)
-        source = self._model_input(audio, sample_rate, "input")
+        source = self._model_input(audio, sample_rate, "input").mono()
         sampler = self._sampler(settings)
         if context is not None:
-            sampler.prime(self._model_input(context[0], context[1], "context"))
+            sampler.prime(self._model_input(context[0], context[1], "context").aligned(max(self.codec.hops)).mono())
         job = _Job(total=source.shape[-1], source=source.to(self.device), strength=strength)
         return self._render("remix", sampler, settings, job, out, progress, {"strength": strength, "context": context is not None})
 
@@ -224,13 +201,13 @@ class Pipeline:
             raise JbdiffError(f"{generating} needs level 2 (the base prior) in --levels")
         return settings
 
-    def _model_input(self, audio: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
-        """(1, 1, samples) mono at the model's rate, refused when shorter than one coarsest latent frame."""
-        mono = _as_mono_tensor(audio, sample_rate, what)
+    def _model_input(self, audio: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> _Input:
+        """``audio`` at the model's rate, refused when shorter than one coarsest latent frame."""
+        converted = _Input.convert(audio, sample_rate, what)
         frame = max(self.codec.hops)
-        if mono.shape[-1] < frame:
-            raise JbdiffError(f"{what}: {mono.shape[-1]} samples is shorter than one latent frame ({frame} samples at {SAMPLE_RATE} Hz)")
-        return mono
+        if converted.length < frame:
+            raise JbdiffError(f"{what}: {converted.length} samples is shorter than one latent frame ({frame} samples at {SAMPLE_RATE} Hz)")
+        return converted
 
     def _samples(self, seconds: float) -> int:
         if not seconds > 0 or not math.isfinite(seconds):

@@ -12,14 +12,15 @@ from init strengths 0 / 0.67 / 0.5 / 0.23, two base windows per pass (its
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from jbdiff.crossfade import CROSSFADES
-from jbdiff.errors import JbdiffError
-from jbdiff.noise import NOISE_STYLES
-from jbdiff.samplers import SAMPLERS, schedule
-
-STAGE_NAMES = ("level2", "level1", "level0", "dance")
+from jbdiff.core.crossfade import CROSSFADES
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.noise import NOISE_STYLES
+from jbdiff.core.samplers import SAMPLERS, schedule
+from jbdiff.core.stages import DANCE_STAGE, LATENT_STAGES, SAMPLING_STAGES, stage_level
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class StageSettings:
 class SamplingSettings:
     """Everything that decides the audio a run produces, besides the models and the input."""
 
-    levels: tuple[str, ...] = STAGE_NAMES
+    levels: tuple[str, ...] = SAMPLING_STAGES
     level2: StageSettings = field(default_factory=lambda: StageSettings(50, guidance=4.0))
     level1: StageSettings = field(default_factory=lambda: StageSettings(18, guidance=2.0, init_strength=0.67))
     level0: StageSettings = field(default_factory=lambda: StageSettings(8, guidance=1.0, init_strength=0.5))
@@ -65,11 +66,11 @@ class SamplingSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.levels if name not in STAGE_NAMES]
+        unknown = [name for name in self.levels if name not in SAMPLING_STAGES]
         if unknown or not self.levels:
             raise JbdiffError(f"unknown level(s) {', '.join(unknown) or '(none given)'}; use some of 2,1,0,dance")
-        object.__setattr__(self, "levels", tuple(name for name in STAGE_NAMES if name in self.levels))
-        if self.levels == ("dance",):
+        object.__setattr__(self, "levels", tuple(name for name in SAMPLING_STAGES if name in self.levels))
+        if self.levels == (DANCE_STAGE,):
             raise JbdiffError("the dance stage needs at least one latent level before it")
         if self.noise_style not in NOISE_STYLES:
             raise JbdiffError(f"unknown noise style '{self.noise_style}'; use one of {', '.join(NOISE_STYLES)}")
@@ -92,7 +93,7 @@ class SamplingSettings:
     @property
     def latent_levels(self) -> list[int]:
         """The latent levels that run, coarsest first."""
-        return [int(name[-1]) for name in self.levels if name != "dance"]
+        return [stage_level(name) for name in self.levels if name != DANCE_STAGE]
 
     def replace(self, **changes: object) -> SamplingSettings:
         """A copy with some fields changed (validated again)."""
@@ -109,3 +110,51 @@ PRESETS: dict[str, SamplingSettings] = {
         window_multiplier=2,
     ),
 }
+
+
+STAGE_KEYS: dict[str, str] = {**{str(stage_level(name)): name for name in LATENT_STAGES}, **{name: name for name in SAMPLING_STAGES}}
+"""What a stage may be called in options: ``2`` or ``level2``, ..., ``dance``."""
+
+
+def per_stage(option: str, text: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """``50`` (every stage) or ``2=50,0=8,dance=20`` -> {stage: value}."""
+    values: dict[str, Any] = {}
+    for item in text.split(","):
+        key, _, value = item.strip().rpartition("=")
+        stage = STAGE_KEYS.get(key.strip()) if key else None
+        if key and stage is None:
+            raise JbdiffError(f"{option}: unknown stage '{key}'; use 2, 1, 0 or dance")
+        try:
+            converted = convert(value.strip())
+        except ValueError:
+            raise JbdiffError(f"{option}: '{value}' is not a valid value") from None
+        values.update(dict.fromkeys([stage] if stage else SAMPLING_STAGES, converted))
+    return values
+
+
+def with_options(
+    settings: SamplingSettings,
+    *,
+    levels: str | None = None,
+    steps: str | None = None,
+    guidance: str | None = None,
+    init_strength: str | None = None,
+    sampler: str | None = None,
+    **fields: Any,
+) -> SamplingSettings:
+    """``settings`` with options given as text applied: ``levels`` (``2,1,0,dance``), the
+    per-stage ``steps`` / ``guidance`` / ``init_strength`` / ``sampler`` (:func:`per_stage`)
+    and any other field by name."""
+    changes: dict[str, Any] = dict(fields)
+    if levels:
+        changes["levels"] = tuple(STAGE_KEYS.get(key.strip(), key.strip()) for key in levels.split(","))
+    per_field: dict[str, dict[str, Any]] = {}
+    for option, field_name, text, convert in (
+        ("--steps", "steps", steps, int), ("--guidance", "guidance", guidance, float),
+        ("--init-strength", "init_strength", init_strength, float), ("--sampler", "sampler", sampler, str),
+    ):
+        for stage, value in (per_stage(option, text, convert) if text else {}).items():
+            per_field.setdefault(stage, {})[field_name] = value
+    for stage, values in per_field.items():
+        changes[stage] = dataclasses.replace(settings.stage(stage), **values)
+    return settings.replace(**changes)

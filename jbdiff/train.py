@@ -9,11 +9,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
-from jbdiff.config import load_yaml, to_dict
-from jbdiff.errors import JbdiffError
-from jbdiff.stage_io import save_stage
-from jbdiff.training import (
+from jbdiff.core.audio_dataset import RandomCrops, scan_audio_folder
+from jbdiff.core.config import load_yaml, to_dict
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.stage_io import save_stage
+from jbdiff.core.stages import LATENT_STAGES, stage_level
+from jbdiff.core.training import (
     DEFAULT_FIT,
     FitOptions,
     checkpoint_step,
@@ -26,8 +27,6 @@ from levels.codec_training import CodecTrainingModule, export_codec
 from levels.denoiser_training import LevelTrainingModule, load_level_config
 from levels.latent_dataset import LatentWindows
 from levels.latent_shards import LatentShards
-
-LEVEL_STAGES = {"level2": 2, "level1": 1, "level0": 0}
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +91,9 @@ def train_level(
     from the cached "level above, re-encoded here" codes. The codec (default: the one named in
     the shards' manifest) supplies the codebook and decodes the demo samples.
     """
-    if stage not in LEVEL_STAGES:
-        raise JbdiffError(f"unknown stage '{stage}'; use one of {', '.join(LEVEL_STAGES)}")
-    level = LEVEL_STAGES[stage]
+    if stage not in LATENT_STAGES:
+        raise JbdiffError(f"unknown stage '{stage}'; use one of {', '.join(LATENT_STAGES)}")
+    level = stage_level(stage)
     cfg = load_level_config(config_path)
     shards = LatentShards(latents_dir)
     codec = load_codec(codec_path or shards.manifest["codec_source"])

@@ -7,7 +7,7 @@ from them decoded to audio and re-encoded. Only the context each level needs (pl
 codec's receptive field) is kept on the device, so memory does not grow with the piece.
 
 Each pass returns its audio from ``overlap`` samples *before* its start, for the crossfade
-with the pass before it (:class:`jbdiff.crossfade.Crossfader`).
+with the pass before it (:class:`jbdiff.core.crossfade.Crossfader`).
 """
 
 from __future__ import annotations
@@ -15,27 +15,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from jbdiff.errors import JbdiffError
-from jbdiff.latent_denoiser import LatentDenoiser
-from jbdiff.noise import WindowNoise
+from jbdiff.bundle import Stages
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.noise import WindowNoise
+from jbdiff.core.stages import DANCE_STAGE, stage_name
 from jbdiff.sampling_settings import SamplingSettings
-from levels.codec import Codec, decoder_radius, encoder_radius
+from levels.base_prior import generate_next_window
+from levels.codec import decoder_radius, encoder_radius
 from upsampler.dance_refiner import refine_stereo
-from upsampler.dance_unet import DanceUNet
-
-
-@dataclass
-class Stages:
-    """The models of a bundle: the codec, the latent denoisers by level, and the Dance stage."""
-
-    codec: Codec
-    denoisers: dict[int, LatentDenoiser]
-    dance: DanceUNet | None = None
+from upsampler.residual import upsample_window
 
 
 def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -62,9 +54,9 @@ class WindowSampler:
     ) -> None:
         self.stages, self.settings, self.device, self.dtype = stages, settings, device, dtype
         self.levels = settings.latent_levels
-        missing = [f"level{level}" for level in self.levels if level not in stages.denoisers]
-        if "dance" in settings.levels and stages.dance is None:
-            missing.append("dance")
+        missing = [stage_name(level) for level in self.levels if level not in stages.denoisers]
+        if DANCE_STAGE in settings.levels and stages.dance is None:
+            missing.append(DANCE_STAGE)
         if missing:
             raise JbdiffError(f"the model bundle has no {', '.join(missing)} stage; leave it out of --levels")
         codec = stages.codec
@@ -101,14 +93,18 @@ class WindowSampler:
 
     @property
     def channels(self) -> int:
-        return 2 if self.stages.dance is not None and "dance" in self.settings.levels else 1
+        return 2 if self.stages.dance is not None and DANCE_STAGE in self.settings.levels else 1
 
     def prime(self, audio: torch.Tensor) -> None:
-        """Fill every level's history from audio (1, 1, samples) that precedes the piece (a seed)."""
+        """Fill every level's history from audio (1, 1, samples) that precedes the piece (a seed).
+
+        The audio must end on the coarsest latent grid (a whole number of coarsest hops).
+        """
         codec = self.stages.codec
+        if audio.shape[-1] % max(self.hops):
+            raise ValueError(f"{audio.shape[-1]} samples of context is not a multiple of the coarsest hop {max(self.hops)}")
         need = max(self._context(lv) + self.decode_margin[lv] for lv in self.levels) * max(self.hops)
         audio = audio[..., -(need + self.encode_margin[0]) :].to(self.device, torch.float32)
-        audio = audio[..., audio.shape[-1] % max(self.hops) :]
         started = self._tick()
         latents = codec.encode(audio, self.levels)
         self._tock("codec", started)
@@ -128,30 +124,25 @@ class WindowSampler:
         audio = None
         for index, level in enumerate(self.levels):
             model = self.stages.denoisers[level]
-            stage = self.settings.stage(f"level{level}")
-            context = model.context_from(self.history[level][..., -self._context(level) :].to(self.dtype)) if self._context(level) else None
-            tick = self._counter(f"level{level}")
+            stage = self.settings.stage(stage_name(level))
+            context = self._context(level)
+            previous = self.history[level][..., -context:].to(self.dtype) if context else None
+            options = {"steps": stage.steps, "guidance": stage.guidance, "sampler": stage.sampler, "progress": self._counter(stage_name(level))}
             started = self._tick()
-            if index == 0 and init is None:
+            if index == 0 and level == self.stages.codec.levels - 1:
+                source = None if init is None else init.to(self.dtype)
                 noise = self.noise.next().to(self.dtype)
-                z = model.generate(noise, context, steps=stage.steps, guidance=stage.guidance, sampler=stage.sampler, progress=tick)
-            elif index == 0:
-                assert init is not None
-                source = init.to(self.dtype)
-                noise = self.noise.next().to(self.dtype) if level == 2 else source
-                z = model.generate(
-                    noise, context, steps=stage.steps, guidance=stage.guidance, sampler=stage.sampler,
-                    init=source, init_strength=1.0 - strength, progress=tick,
-                )
+                z = generate_next_window(model, previous, noise, init=source, init_strength=1.0 - strength, **options)
             else:
-                assert audio is not None
-                start = self._encode_new(level, audio, started).to(self.dtype)
-                started = self._tick()
-                z = model.generate(
-                    start, context, steps=stage.steps, guidance=stage.guidance, sampler=stage.sampler,
-                    init=start, init_strength=stage.init_strength, progress=tick,
-                )
-            self._tock(f"level{level}", started)
+                if index == 0:
+                    assert init is not None, "only a remix may start below the coarsest level"
+                    start, init_strength = init.to(self.dtype), 1.0 - strength
+                else:
+                    assert audio is not None
+                    start, init_strength = self._encode_new(level, audio, started).to(self.dtype), stage.init_strength
+                    started = self._tick()
+                z = upsample_window(model, start, previous, init_strength=init_strength, **options)
+            self._tock(stage_name(level), started)
             keep = self._context(level) + self.decode_margin[level] + math.ceil(self.overlap / self.hops[level])
             self.history[level] = torch.cat([self.history[level][..., -keep:], z.float()], dim=-1)
             crossfaded_here = index == len(self.levels) - 1 and self.channels == 1
@@ -183,15 +174,15 @@ class WindowSampler:
     def _refine(self, mono: torch.Tensor) -> torch.Tensor:
         """The Dance stage: stereo audio of the pass (and the overlap before it) from its mono audio."""
         assert self.stages.dance is not None
-        stage = self.settings.stage("dance")
+        stage = self.settings.stage(DANCE_STAGE)
         piece = torch.cat([self.mono_tail, mono], dim=-1)
         self.mono_tail = piece[..., piece.shape[-1] - self.overlap :]
         started = self._tick()
         stereo = refine_stereo(
             self.stages.dance, piece.to(self.dtype), steps=stage.steps, init_strength=stage.init_strength,
-            sampler=stage.sampler, generator=self.dance_generator, progress=self._counter("dance"),
+            sampler=stage.sampler, generator=self.dance_generator, progress=self._counter(DANCE_STAGE),
         )
-        self._tock("dance", started)
+        self._tock(DANCE_STAGE, started)
         return stereo.float()
 
     def _counter(self, stage: str) -> Callable[[], None]:

@@ -1,12 +1,12 @@
-"""The level-2 base prior: generates the next window of coarsest latents after the ones so far."""
+"""The level-2 base prior: generates the next stretch of coarsest latents after the ones so far."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from jbdiff.latent_denoiser import LatentDenoiser
-
-STAGE = "level2"
+from levels.latent_denoiser import LatentDenoiser
 
 
 def generate_next_window(
@@ -17,10 +17,18 @@ def generate_next_window(
     steps: int = 50,
     guidance: float = 4.0,
     sampler: str = "dpm",
+    init: torch.Tensor | None = None,
+    init_strength: float = 0.0,
+    progress: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """One new window (B, 64, window) cross-attending to the windows before it.
+    """New latents shaped like ``noise`` (one window or several), cross-attending to the history.
 
     ``previous`` holds the level-2 latents so far (seed and generated), any length; at a
     song's start the context is zero-padded, and with no history at all it is unconditional.
+    With ``init`` (a recording's latents, for remix) the first ``init_strength`` of the steps
+    are skipped and the sampler starts from ``init`` re-noised.
     """
-    return prior.generate(noise, prior.context_from(previous), steps=steps, guidance=guidance, sampler=sampler)
+    return prior.generate(
+        noise, prior.context_from(previous), steps=steps, guidance=guidance, sampler=sampler,
+        init=init, init_strength=init_strength, progress=progress,
+    )

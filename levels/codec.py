@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from jbdiff import SAMPLE_RATE
+from jbdiff.core.audio import SAMPLE_RATE
 from levels.vqvae import VQVAE, VQVAEConfig
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from jbdiff.config import TrainConfig, load_config
+from jbdiff.core.config import TrainConfig, load_config
 from levels.codec_loss import CodecLossConfig
 from levels.vqvae import VQVAEConfig
 

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jbdiff.config import from_dict, to_dict
-from jbdiff.errors import JbdiffError
-from jbdiff.stage_io import load_stage_weights, save_stage, stage_section
+from jbdiff.core.config import from_dict, to_dict
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.stage_io import load_stage_weights, save_stage, stage_section
 from levels.codec import Codec
 from levels.jukebox_checkpoint import load_jukebox_vqvae
 from levels.vqvae import VQVAE, VQVAEConfig

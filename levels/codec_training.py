@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from jbdiff.training import adam, check_finite
+from jbdiff.core.training import adam, check_finite
 from levels.codec import Codec
 from levels.codec_config import CodecConfig
 from levels.codec_io import save_codec

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from jbdiff.config import TrainConfig, load_config
-from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
-from jbdiff.spectrogram import spectrogram_image
-from jbdiff.training import EmaModule, adam, check_finite
+from jbdiff.core.config import TrainConfig, load_config
+from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
+from jbdiff.core.spectrogram import spectrogram_image
+from jbdiff.core.training import EmaModule, adam, check_finite
 from levels.codec import Codec
 
 

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from jbdiff.errors import JbdiffError
-from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
-from jbdiff.state_dict import load_strict, read_checkpoint, strip_prefix
-from jbdiff.unet import ResnetItem, UNet1d, UNetConfig
+from jbdiff.core.errors import JbdiffError
+from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
+from jbdiff.core.state_dict import load_strict, read_checkpoint, strip_prefix
+from jbdiff.core.unet import ResnetItem, UNet1d, UNetConfig
 from levels.vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["V1_DENOISER", "load_jbdiff_v1_level", "unet_state_from_v1", "vqvae_from_jbdiff_v1"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from jbdiff.errors import JbdiffError
-from jbdiff.state_dict import load_strict, read_checkpoint, strip_prefix
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.state_dict import load_strict, read_checkpoint, strip_prefix
 from levels.vqvae import VQVAE, VQVAEConfig
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from jbdiff.data_seeding import stream_rng
-from jbdiff.errors import JbdiffError
+from jbdiff.core.data_seeding import stream_rng
+from jbdiff.core.errors import JbdiffError
 from levels.latent_shards import LatentShards
 
 PAD_CODE = -1

@@ -32,9 +32,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from jbdiff import __version__
-from jbdiff.atomic import atomic_path, remove_stale_parts
-from jbdiff.audio import AudioError, list_audio_files, load_audio
-from jbdiff.errors import JbdiffError
+from jbdiff.core.atomic import atomic_path, remove_stale_parts
+from jbdiff.core.audio import AudioError, list_audio_files, load_audio
+from jbdiff.core.errors import JbdiffError
 from levels.codec import Codec
 
 MANIFEST = "manifest.json"

@@ -1,4 +1,4 @@
-"""Convert musicnn's ``MTT_musicnn`` TensorFlow checkpoint for :mod:`jbdiff.musicnn`.
+"""Convert musicnn's ``MTT_musicnn`` TensorFlow checkpoint for :mod:`jbdiff.metrics.musicnn`.
 
 Writes the weights as safetensors (torch layout) and a JSON fixture of the original
 TensorFlow model's outputs on a few deterministic clips, which ``tests/test_musicnn.py``
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from jbdiff.synth import synth_music
+from jbdiff.core.synth import synth_music
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS_OUT = ROOT / "jbdiff" / "weights" / "musicnn_mtt.safetensors"
+WEIGHTS_OUT = ROOT / "jbdiff" / "metrics" / "weights" / "musicnn_mtt.safetensors"
 FIXTURE_OUT = ROOT / "tests" / "data" / "musicnn_reference.json"
 
 # Deterministic clips: music-like audio at 44.1 kHz, a harmonic tone at 22.05 kHz (another
@@ -100,7 +100,7 @@ def tf_outputs(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def torch_state(prefix: str) -> dict[str, np.ndarray]:
-    """The checkpoint's model variables renamed and transposed into :class:`jbdiff.musicnn.MusicnnMTT`'s layout."""
+    """The checkpoint's model variables renamed and transposed into :class:`jbdiff.metrics.musicnn.MusicnnMTT`'s layout."""
     import tensorflow as tf
 
     reader = tf.compat.v1.train.NewCheckpointReader(prefix)

@@ -37,7 +37,7 @@ def _link_folder(folder: Path, music_dir: Path, names: list[str]) -> None:
 
 
 def _excerpts(folder: Path, music_dir: Path, names: list[str], seconds: float, fresh: bool) -> None:
-    from jbdiff.audio import audio_info, load_audio, save_audio
+    from jbdiff.core.audio import audio_info, load_audio, save_audio
 
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {Path(name).stem + ".wav" for name in names}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jbdiff.audio import save_audio
-from jbdiff.synth import synth_music
+from jbdiff.core.audio import save_audio
+from jbdiff.core.synth import synth_music
 
 
 def main() -> None:

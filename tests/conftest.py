@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from jbdiff.synth import synth_music
-from jbdiff.training import FitOptions
+from jbdiff.core.synth import synth_music
+from jbdiff.core.training import FitOptions
 from levels.codec import Codec
 from levels.codec_config import load_codec_config
 from levels.vqvae import VQVAE
@@ -49,7 +49,7 @@ def tiny_codec() -> Codec:
 
 
 def _random_stage(module: torch.nn.Module, folder: Path, name: str, model_section: dict) -> Path:
-    from jbdiff.stage_io import save_stage
+    from jbdiff.core.stage_io import save_stage
 
     return save_stage(module, folder / name, name, {"model": model_section, "sample_rate": 44100})
 
@@ -58,8 +58,8 @@ def _random_stage(module: torch.nn.Module, folder: Path, name: str, model_sectio
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_codec: Codec) -> Path:
     """A model bundle of every stage at the ``tiny`` sizes, with random weights."""
     from jbdiff.bundle import export_bundle
-    from jbdiff.config import from_dict, load_yaml, to_dict
-    from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
+    from jbdiff.core.config import from_dict, load_yaml, to_dict
+    from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
     from levels.codec_io import save_codec
     from upsampler.dance_unet import DanceConfig, DanceUNet
 

@@ -1,4 +1,4 @@
-"""Tests for jbdiff.audio: reading, writing, resampling, validation and listing."""
+"""Tests for jbdiff.core.audio: reading, writing, resampling, validation and listing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jbdiff.audio import (
+from jbdiff.core.audio import (
     MAX_CHANNELS,
     SUPPORTED_EXTENSIONS,
     AudioError,
@@ -276,7 +276,7 @@ def test_truncated_file_raises_or_returns_readable_audio(tmp_path: Path, suffix:
 
 def test_flac_save_scales_loud_signal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     audio = tone(440, amplitude=1.4)
-    with caplog.at_level(logging.WARNING, logger="jbdiff.audio"):
+    with caplog.at_level(logging.WARNING, logger="jbdiff.core.audio"):
         path = save_audio(tmp_path / "loud.flac", audio)
     assert any("loud.flac" in record.getMessage() and "1.400" in record.getMessage() for record in caplog.records)
     loaded = load_audio(path)
@@ -285,14 +285,14 @@ def test_flac_save_scales_loud_signal(tmp_path: Path, caplog: pytest.LogCaptureF
 
 
 def test_ogg_save_scales_loud_signal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="jbdiff.audio"):
+    with caplog.at_level(logging.WARNING, logger="jbdiff.core.audio"):
         save_audio(tmp_path / "loud.ogg", tone(440, amplitude=1.4))
     assert any("loud.ogg" in record.getMessage() for record in caplog.records)
 
 
 def test_wav_save_keeps_loud_signal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     audio = tone(440, amplitude=1.4)
-    with caplog.at_level(logging.WARNING, logger="jbdiff.audio"):
+    with caplog.at_level(logging.WARNING, logger="jbdiff.core.audio"):
         path = save_audio(tmp_path / "loud.wav", audio)
     assert not caplog.records
     assert sf.info(path).subtype == "FLOAT"

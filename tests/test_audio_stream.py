@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jbdiff.audio import AudioError, audio_info, load_audio
-from jbdiff.audio_stream import AudioStreamWriter
+from jbdiff.core.audio import AudioError, audio_info, load_audio
+from jbdiff.core.audio_stream import AudioStreamWriter
 
 
 def _pieces(seed: int = 0) -> list[np.ndarray]:
@@ -64,7 +64,7 @@ def test_a_killed_writers_staging_file_is_removed_by_the_next_write(tmp_path: Pa
     out = tmp_path / "o.flac"
     script = (
         "import os, signal, sys, numpy as np\n"
-        "from jbdiff.audio_stream import AudioStreamWriter\n"
+        "from jbdiff.core.audio_stream import AudioStreamWriter\n"
         "writer = AudioStreamWriter(sys.argv[1], 1, 44100).__enter__()\n"
         "writer.write(np.zeros((1, 4410), np.float32))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

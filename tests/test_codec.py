@@ -10,7 +10,7 @@ import torch
 import yaml
 from conftest import synth_music
 
-from jbdiff.errors import JbdiffError
+from jbdiff.core.errors import JbdiffError
 from levels.codec import Codec, decoder_radius, encoder_radius
 from levels.codec_io import load_codec, save_codec
 

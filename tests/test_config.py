@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jbdiff.config import TrainConfig, from_dict, load_config, load_yaml, to_dict
-from jbdiff.errors import JbdiffError
+from jbdiff.core.config import TrainConfig, from_dict, load_config, load_yaml, to_dict
+from jbdiff.core.errors import JbdiffError
 from levels.codec_config import CodecConfig, load_codec_config
 from levels.codec_loss import CodecLossConfig
 from levels.vqvae import VQVAEConfig

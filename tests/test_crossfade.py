@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jbdiff.crossfade import Crossfader, fade_curves
+from jbdiff.core.crossfade import Crossfader, fade_curves
 
 
 @pytest.mark.parametrize("style", ["linear", "constant-power"])

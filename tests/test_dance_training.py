@@ -14,10 +14,10 @@ import torch.nn.functional as F
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from jbdiff.audio import save_audio
-from jbdiff.config import to_dict
-from jbdiff.errors import JbdiffError
-from jbdiff.synth import synth_music
+from jbdiff.core.audio import save_audio
+from jbdiff.core.config import to_dict
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.synth import synth_music
 from tests.conftest import ROOT, cpu_fit
 from upsampler.dance_refiner import load_dance, padded_length, refine_stereo
 from upsampler.dance_training import (

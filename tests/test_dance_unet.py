@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jbdiff.errors import JbdiffError
+from jbdiff.core.errors import JbdiffError
 from upsampler.dance_unet import DanceConfig, DanceUNet, load_dance_checkpoint
 
 # Five levels: level 2 without attention, levels 3-5 with it (n_attn_layers=1 gives three),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from jbdiff.audio import audio_info, load_audio
+from jbdiff.core.audio import audio_info, load_audio
 from jbdiff.pipeline import DEMO_BUNDLE, Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,4 +48,4 @@ def test_a_regular_install_ships_the_bundle(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("jbdiff-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"jbdiff/demo_model/{stage}.safetensors" for stage in ("codec", "level2", "level1", "level0", "dance")} <= names
-    assert "jbdiff/demo_model/bundle.yaml" in names and "jbdiff/weights/musicnn_mtt.safetensors" in names
+    assert "jbdiff/demo_model/bundle.yaml" in names and "jbdiff/metrics/weights/musicnn_mtt.safetensors" in names

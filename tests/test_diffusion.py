@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from jbdiff.diffusion import add_noise, alpha_beta, v_loss
-from jbdiff.noise import WindowNoise
-from jbdiff.samplers import sample, schedule
+from jbdiff.core.diffusion import add_noise, alpha_beta, v_loss
+from jbdiff.core.noise import WindowNoise
+from jbdiff.core.samplers import sample, schedule
 
 MU, SD = 0.7, 0.2
 

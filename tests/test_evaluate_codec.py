@@ -10,15 +10,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from jbdiff.errors import JbdiffError
+from jbdiff.core.errors import JbdiffError
 from jbdiff.evaluate_codec import (
     CodecReport,
     _codebook_stats,
     _level_metrics,
     evaluate_codec,
 )
-from jbdiff.metrics import codebook_perplexity, codebook_usage
-from jbdiff.synth import synth_music
+from jbdiff.metrics.codec import codebook_perplexity, codebook_usage
+from jbdiff.core.synth import synth_music
 from levels.codec import Codec
 
 SR = 44100

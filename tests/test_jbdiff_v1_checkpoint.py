@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from jbdiff.errors import JbdiffError
-from jbdiff.latent_denoiser import DenoiserConfig, LatentDenoiser
-from jbdiff.unet import UNet1d, UNetConfig
+from jbdiff.core.errors import JbdiffError
+from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
+from jbdiff.core.unet import UNet1d, UNetConfig
 from levels.denoiser_training import load_level_config
 from levels.jbdiff_v1_checkpoint import (
     V1_DENOISER,

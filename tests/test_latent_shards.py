@@ -12,9 +12,9 @@ import torch
 from safetensors import safe_open
 
 from jbdiff import __version__
-from jbdiff.audio import load_audio, save_audio
-from jbdiff.errors import JbdiffError
-from jbdiff.synth import synth_music
+from jbdiff.core.audio import load_audio, save_audio
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.synth import synth_music
 from levels.codec import Codec
 from levels.latent_shards import (
     MANIFEST,

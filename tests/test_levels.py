@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from jbdiff.audio import save_audio
+from jbdiff.core.audio import save_audio
 from jbdiff.bundle import export_bundle
-from jbdiff.errors import JbdiffError
-from jbdiff.latent_denoiser import LatentDenoiser, load_denoiser
-from jbdiff.synth import synth_music
+from jbdiff.core.errors import JbdiffError
+from levels.latent_denoiser import LatentDenoiser, load_denoiser
+from jbdiff.core.synth import synth_music
 from jbdiff.train import train_level
 from levels.base_prior import generate_next_window
 from levels.codec import Codec

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from jbdiff.metrics import (
+from jbdiff.metrics.codec import (
     ReconstructionMetrics,
     codebook_perplexity,
     codebook_usage,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jbdiff import musicnn
+from jbdiff.metrics import musicnn
 from tests.conftest import ROOT
 
 FIXTURE = Path(__file__).parent / "data" / "musicnn_reference.json"

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from jbdiff.audio import load_audio
-from jbdiff.errors import JbdiffError
-from jbdiff.metrics import si_sdr
+from jbdiff.core.audio import load_audio
+from jbdiff.core.errors import JbdiffError
+from jbdiff.metrics.codec import si_sdr
 from jbdiff.pipeline import Pipeline
 from jbdiff.sampling_settings import SamplingSettings, StageSettings
-from jbdiff.synth import synth_music
+from jbdiff.core.synth import synth_music
 from jbdiff.window_sampler import WindowSampler
 
 FAST = SamplingSettings(

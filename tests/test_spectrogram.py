@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from jbdiff.spectrogram import spectrogram_image
+from jbdiff.core.spectrogram import spectrogram_image
 
 
 def test_a_tone_is_one_bright_row_near_the_bottom() -> None:

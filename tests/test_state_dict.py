@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from jbdiff.errors import JbdiffError
-from jbdiff.state_dict import load_strict, read_checkpoint, strip_prefix
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.state_dict import load_strict, read_checkpoint, strip_prefix
 
 FOREIGN_SOURCE = '''
 import os

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from jbdiff.audio import save_audio
-from jbdiff.errors import JbdiffError
-from jbdiff.synth import synth_music
+from jbdiff.core.audio import save_audio
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.synth import synth_music
 from jbdiff.train import train_codec
 from levels.codec_io import load_codec
 from tests.conftest import TINY_CODEC_CONFIG, cpu_fit

@@ -11,10 +11,10 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from jbdiff import unet_reference
-from jbdiff.config import from_dict
-from jbdiff.unet import ConvBlock, ForkConvBlock, ResnetItem, UNet1d, UNetConfig
-from jbdiff.unet_reference import JBDIFF_V1_UNET
+from jbdiff.core import unet_reference
+from jbdiff.core.config import from_dict
+from jbdiff.core.unet import ConvBlock, ForkConvBlock, ResnetItem, UNet1d, UNetConfig
+from jbdiff.core.unet_reference import JBDIFF_V1_UNET
 from tests.conftest import ROOT
 
 SMALL: dict[str, Any] = {

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import TINY_CODEC_CONFIG, synth_music
 
-from jbdiff.errors import JbdiffError
+from jbdiff.core.errors import JbdiffError
 from levels.codebook import Bottleneck, EMACodebook
 from levels.codec_config import load_codec_config
 from levels.codec_io import load_codec

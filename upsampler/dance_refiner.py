@@ -8,17 +8,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from jbdiff import SAMPLE_RATE
-from jbdiff.config import from_dict
-from jbdiff.errors import JbdiffError
-from jbdiff.samplers import sample
-from jbdiff.stage_io import load_stage_weights, stage_section
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.config import from_dict
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.samplers import sample
+from jbdiff.core.stage_io import load_stage_weights, stage_section
+from jbdiff.core.stages import DANCE_STAGE
 from upsampler.dance_unet import DanceConfig, DanceUNet
 
-__all__ = ["STAGE", "load_dance", "padded_length", "refine_stereo"]
-
-STAGE = "dance"  # the stage's file names in run folders and bundles: dance.safetensors, dance.yaml
-
+__all__ = ["load_dance", "padded_length", "refine_stereo"]
 
 def padded_length(cfg: DanceConfig, samples: int) -> int:
     """``samples`` rounded up to a multiple of the net's ``length_multiple``, at least its ``min_length``."""
@@ -42,7 +40,7 @@ def refine_stereo(
     length the net accepts (:func:`padded_length`) and trimmed back to T afterwards. The noise
     comes from ``generator`` (on ``audio``'s device), so the same seed gives the same output.
 
-    ``init_strength`` follows :mod:`jbdiff.samplers`: the fraction of the ``steps`` skipped, so
+    ``init_strength`` follows :mod:`jbdiff.core.samplers`: the fraction of the ``steps`` skipped, so
     sampling starts from the input noised to sigma = 1 - init_strength (0: pure noise, the input
     is ignored; 1: the input is returned as is). The anchor (Jukebox-Diffusion v1,
     ``jbdiff-sample-v1.yaml``: 150 steps, init strength 0.15-0.23) uses the same convention: its
@@ -66,13 +64,13 @@ def refine_stereo(
 
 def load_dance(path: str | os.PathLike[str]) -> DanceUNet:
     """The trained Dance-Diffusion net of a run folder or model bundle (its ``dance`` stage), in eval mode."""
-    section = stage_section(path, STAGE)
+    section = stage_section(path, DANCE_STAGE)
     model = section.get("model")
     if not isinstance(model, dict):
-        raise JbdiffError(f"{path}: the '{STAGE}' stage config has no 'model' mapping")
+        raise JbdiffError(f"{path}: the '{DANCE_STAGE}' stage config has no 'model' mapping")
     rate = section.get("sample_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:
-        raise JbdiffError(f"{path}: the '{STAGE}' stage was trained at {rate} Hz, but jbdiff works at {SAMPLE_RATE} Hz")
-    net = DanceUNet(from_dict(DanceConfig, model, f"{path}: {STAGE}.model"))
-    load_stage_weights(net, path, STAGE)
+        raise JbdiffError(f"{path}: the '{DANCE_STAGE}' stage was trained at {rate} Hz, but jbdiff works at {SAMPLE_RATE} Hz")
+    net = DanceUNet(from_dict(DanceConfig, model, f"{path}: {DANCE_STAGE}.model"))
+    load_stage_weights(net, path, DANCE_STAGE)
     return net.eval()

@@ -25,13 +25,14 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
-from jbdiff import SAMPLE_RATE
-from jbdiff.audio_dataset import RandomCrops, scan_audio_folder
-from jbdiff.config import TrainConfig, load_config, load_yaml, to_dict
-from jbdiff.diffusion import v_loss
-from jbdiff.spectrogram import spectrogram_image
-from jbdiff.stage_io import save_stage
-from jbdiff.training import (
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.audio_dataset import RandomCrops, scan_audio_folder
+from jbdiff.core.config import TrainConfig, load_config, load_yaml, to_dict
+from jbdiff.core.diffusion import v_loss
+from jbdiff.core.spectrogram import spectrogram_image
+from jbdiff.core.stage_io import save_stage
+from jbdiff.core.stages import DANCE_STAGE
+from jbdiff.core.training import (
     DEFAULT_FIT,
     EmaModule,
     FitOptions,
@@ -177,7 +178,7 @@ def dance_section(module: DanceTrainingModule) -> dict[str, Any]:
 def export_dance(module: pl.LightningModule, run_dir: Path) -> None:
     """Write the EMA net (``dance.safetensors``) and its section (``dance.yaml``) into the run folder."""
     assert isinstance(module, DanceTrainingModule)
-    save_stage(module.diffusion_ema, run_dir, STAGE, dance_section(module))
+    save_stage(module.diffusion_ema, run_dir, DANCE_STAGE, dance_section(module))
 
 
 def train_dance(

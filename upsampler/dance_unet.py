@@ -18,7 +18,7 @@ maestro-uncond-150k, unlocked-uncond-250k, honk-140k) load with strict key match
   ``i >= depth - n_attn_layers - 1`` when ``n_attn_layers > 0``.
 
 The network is called as ``net(x, sigma)`` with ``sigma`` in [0, 1] and returns v, with
-``alpha, beta = cos, sin(sigma pi / 2)`` (:mod:`jbdiff.diffusion`, the reference's ``t``).
+``alpha, beta = cos, sin(sigma pi / 2)`` (:mod:`jbdiff.core.diffusion`, the reference's ``t``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jbdiff.errors import JbdiffError
-from jbdiff.state_dict import load_strict, read_checkpoint, strip_prefix
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.state_dict import load_strict, read_checkpoint, strip_prefix
 
 __all__ = ["DanceConfig", "DanceUNet", "load_dance_checkpoint"]
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from jbdiff.latent_denoiser import LatentDenoiser
-
-STAGES = {1: "level1", 0: "level0"}
+from levels.latent_denoiser import LatentDenoiser
 
 
 def upsample_window(
@@ -18,15 +18,17 @@ def upsample_window(
     init_strength: float = 0.5,
     guidance: float = 1.0,
     sampler: str = "dpm",
+    progress: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """This level's latents for one window (B, 64, window) from its start tensor.
+    """This level's latents for a stretch (B, 64, frames) from its start tensor.
 
-    ``start`` is the level above decoded to audio and re-encoded at this level: it is both
-    the diffusion's starting point (the model was trained with it in place of noise) and the
-    init, of which the first ``init_strength`` of the steps are skipped. ``previous`` holds this
-    level's latents before the window (the context), any length, or None.
+    ``start`` is the level above decoded to audio and re-encoded at this level (or, for a
+    remix that starts at this level, the recording's own latents): it is both the
+    diffusion's starting point (the model was trained with it in place of noise) and the
+    init, of which the first ``init_strength`` of the steps are skipped. ``previous`` holds
+    this level's latents before the stretch (the context), any length, or None.
     """
     return model.generate(
         start, model.context_from(previous), steps=steps, guidance=guidance, sampler=sampler,
-        init=start, init_strength=init_strength,
+        init=start, init_strength=init_strength, progress=progress,
     )

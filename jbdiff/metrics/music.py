@@ -1,7 +1,7 @@
 """Offline metrics of generated music: distribution distance, style, key, seams, loudness.
 
 Audio is float ``(samples,)`` or ``(channels, samples)`` and is mixed to mono where a metric
-needs one signal. Embeddings and tag probabilities come from :mod:`jbdiff.musicnn` (any
+needs one signal. Embeddings and tag probabilities come from :mod:`jbdiff.metrics.musicnn` (any
 embedding works for :func:`frechet_distance`).
 """
 

@@ -3,7 +3,7 @@
 Pieces go to a float32 WAV beside the target while the peak is tracked. On success a ``.wav``
 target simply takes that file's place; a ``.flac`` or ``.ogg`` target is transcoded from it
 block by block, scaled down as a whole when the peak is above 1.0 (never clipped), as
-:func:`jbdiff.audio.save_audio` does. On any error or interruption nothing is left behind:
+:func:`jbdiff.core.audio.save_audio` does. On any error or interruption nothing is left behind:
 neither the target nor a temporary file.
 """
 
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
-from jbdiff.atomic import atomic_path, staging_file
-from jbdiff.audio import SAVE_PEAK, AudioError, save_format
+from jbdiff.core.atomic import atomic_path, staging_file
+from jbdiff.core.audio import SAVE_PEAK, AudioError, save_format
 
 if TYPE_CHECKING:
     from typing import Self

@@ -16,13 +16,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from jbdiff.atomic import atomic_path
-from jbdiff.config import load_yaml
-from jbdiff.errors import JbdiffError
-from jbdiff.state_dict import load_strict
+from jbdiff.core.atomic import atomic_path
+from jbdiff.core.config import load_yaml
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.state_dict import load_strict
 
 BUNDLE_YAML = "bundle.yaml"
-
 
 def save_stage(module: nn.Module, folder: str | os.PathLike[str], name: str, section: dict[str, Any]) -> Path:
     """Write ``module``'s weights and ``section`` into ``folder`` (each file atomically)."""

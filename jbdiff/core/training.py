@@ -25,9 +25,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, IterableDataset
 
-from jbdiff.atomic import atomic_path, remove_stale_parts
-from jbdiff.config import TrainConfig, load_yaml
-from jbdiff.errors import JbdiffError
+from jbdiff.core.atomic import atomic_path, remove_stale_parts
+from jbdiff.core.config import TrainConfig, load_yaml
+from jbdiff.core.errors import JbdiffError
 
 logger = logging.getLogger(__name__)
 

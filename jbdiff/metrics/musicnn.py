@@ -2,7 +2,7 @@
 
 Pons & Serra, "musicnn: pre-trained convolutional neural networks for music audio tagging"
 (2019); weights converted from the ``musicnn`` 0.1.0 package (ISC licence) by
-``scripts/convert_musicnn.py`` and shipped in ``jbdiff/weights/musicnn_mtt.safetensors``.
+``scripts/convert_musicnn.py`` and shipped in ``jbdiff/metrics/weights/musicnn_mtt.safetensors``.
 
 Input: a log-compressed mel spectrogram, ``log10(1 + 10000 * mel)`` with 96 mel bands of
 16 kHz audio (512-point FFT, hop 256), cut into non-overlapping 3-second patches of 187

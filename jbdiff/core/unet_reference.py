@@ -1,4 +1,4 @@
-"""audio-diffusion-pytorch 0.1.3's ``UNetV0``: the layout and outputs that :mod:`jbdiff.unet` reproduces.
+"""audio-diffusion-pytorch 0.1.3's ``UNetV0``: the layout and outputs that :mod:`jbdiff.core.unet` reproduces.
 
 Used by the parity tests and the UNet benchmark only; audio-diffusion-pytorch is not a runtime
 dependency of jbdiff.

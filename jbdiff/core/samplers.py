@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from jbdiff.diffusion import VNetwork, add_noise, alpha_beta
+from jbdiff.core.diffusion import VNetwork, add_noise, alpha_beta
 
 SAMPLERS = ("v", "dpm")
 

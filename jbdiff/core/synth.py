@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jbdiff import SAMPLE_RATE
+from jbdiff.core.audio import SAMPLE_RATE
 
 _CHORD = (1.0, 1.26, 1.5, 2.0)
 

@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from jbdiff.atomic import atomic_path
+from jbdiff.core.atomic import atomic_path
 
 
 def spectrogram_image(audio: torch.Tensor, n_fft: int = 1024) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from jbdiff.errors import JbdiffError
+from jbdiff.core.errors import JbdiffError
 
 _SAFE = {
     ("collections", "OrderedDict"),

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from jbdiff import SAMPLE_RATE
-from jbdiff.audio import AudioError, AudioInfo, audio_info, list_audio_files, load_audio
-from jbdiff.data_seeding import stream_rng
-from jbdiff.errors import JbdiffError
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.audio import AudioError, AudioInfo, audio_info, list_audio_files, load_audio
+from jbdiff.core.data_seeding import stream_rng
+from jbdiff.core.errors import JbdiffError
 
 logger = logging.getLogger(__name__)
 

@@ -31,12 +31,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from jbdiff import SAMPLE_RATE
-from jbdiff.atomic import atomic_path
-from jbdiff.errors import JbdiffError
+from jbdiff.core.atomic import atomic_path
+from jbdiff.core.errors import JbdiffError
 
 if TYPE_CHECKING:
     import torch
+
+SAMPLE_RATE = 44100
+"""The one sample rate of every model: audio is resampled to it on the way in."""
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from jbdiff.config import from_dict
-from jbdiff.diffusion import VNetwork, v_loss
-from jbdiff.samplers import sample
-from jbdiff.stage_io import load_stage_weights, stage_section
-from jbdiff.unet import UNet1d, UNetConfig
+from jbdiff.core.config import from_dict
+from jbdiff.core.diffusion import VNetwork, v_loss
+from jbdiff.core.samplers import sample
+from jbdiff.core.stage_io import load_stage_weights, stage_section
+from jbdiff.core.unet import UNet1d, UNetConfig
 
 
 @dataclass(frozen=True)

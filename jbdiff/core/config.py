@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from jbdiff.errors import JbdiffError
+from jbdiff.core.errors import JbdiffError
 
 T = TypeVar("T")
 
