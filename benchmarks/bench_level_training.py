@@ -40,8 +40,7 @@ import torch
 from harness import build_codec, machine_info, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
-from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.audio import audio_info, load_audio, save_audio
+from jbdiff.core.audio import SAMPLE_RATE, audio_info, load_audio, save_audio
 from jbdiff.core.synth import synth_music
 from levels.codec import Codec
 from levels.denoiser_training import LevelTrainingModule, load_level_config
@@ -227,7 +226,7 @@ def benchmark(plan: Plan, setup: Setup, workdir: Path) -> dict[str, Any]:
     shards = LatentShards(latents)
     model = cfg.model
     windows = LatentWindows(shards, LEVEL, model.window, model.context_mult, residual=True, seed=0)
-    codebook = codec.codes_to_latents(LEVEL, torch.arange(codec.cfg.l_bins, device=setup.device)[None])[0].t().contiguous()
+    codebook = codec.latent_codebook(LEVEL)
     torch.manual_seed(0)
     module = LevelTrainingModule(cfg, LEVEL, codebook, residual=True).to(setup.device)
     mixed = setup.device.type == "cuda" and cfg.train.precision == "bf16-mixed"

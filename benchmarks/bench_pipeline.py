@@ -33,8 +33,7 @@ import numpy as np
 import torch
 from harness import machine_info, peak_mb, rss_mb, write_result
 
-from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.audio import load_audio
+from jbdiff.core.audio import SAMPLE_RATE, load_audio
 from jbdiff.pipeline import Pipeline
 from jbdiff.sampling_settings import PRESETS, StageSettings
 

@@ -31,7 +31,10 @@ _PUBLIC = {
     "JbdiffError": "jbdiff.core.errors",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+__all__ = [
+    "SAMPLE_RATE", "Generation", "JbdiffError", "Pipeline", "SamplingSettings", "__version__",
+    "load_audio", "load_codec", "load_jukebox_vqvae", "save_audio",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,24 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from jbdiff import __version__
-from jbdiff.core.audio import SAMPLE_RATE
 from jbdiff.core.atomic import atomic_path
+from jbdiff.core.audio import SAMPLE_RATE
 from jbdiff.core.config import from_dict, load_yaml
 from jbdiff.core.errors import JbdiffError
-from jbdiff.core.stage_io import BUNDLE_YAML, stage_section
+from jbdiff.core.stage_io import BUNDLE_YAML, save_stage, stage_section
 from jbdiff.core.stages import DANCE_STAGE, LATENT_STAGES, STAGES, stage_level
-from jbdiff.sampling_settings import SamplingSettings
+from jbdiff.sampling_settings import SamplingSettings, preset_section
 from levels.codec import Codec
-from levels.codec_io import load_codec
-from levels.latent_denoiser import LatentDenoiser, load_denoiser
-from upsampler.dance_refiner import load_dance
-from upsampler.dance_unet import DanceUNet
+from levels.codec_io import load_codec, save_codec
+from levels.jbdiff_v1_checkpoint import load_jbdiff_v1_level, vqvae_from_jbdiff_v1
+from levels.latent_denoiser import (
+    DenoiserConfig,
+    LatentDenoiser,
+    denoiser_section,
+    load_denoiser,
+)
+from upsampler.dance_refiner import dance_section, load_dance
+from upsampler.dance_unet import DanceConfig, DanceUNet, load_dance_checkpoint
 
 DEMO_BUNDLE = Path(__file__).resolve().parent / "demo_model"
 
@@ -88,6 +95,35 @@ def load_bundle(path: str | os.PathLike[str] | None, *, device: torch.device, dt
     return Bundle(folder, Stages(codec, denoisers, dance), settings, fingerprints)
 
 
+def import_stage(
+    name: str,
+    path: Path,
+    folder: Path,
+    *,
+    level_config: DenoiserConfig | None = None,
+    dance_config: DanceConfig | None = None,
+) -> None:
+    """Write stage ``name`` into ``folder`` from a published checkpoint file.
+
+    The codec from OpenAI's ``vqvae.pth.tar``; a level from a Jukebox-Diffusion v1 ``.ckpt``
+    (architecture ``level_config``, default v1's; its codec fingerprint is that of the VQ-VAE
+    stored in the file); the Dance stage from a Harmonai Dance Diffusion ``.ckpt`` (its EMA
+    weights; architecture ``dance_config``, default the published one). The steps trained
+    are not known for these files (recorded as None).
+    """
+    if name == "codec":
+        save_codec(load_codec(path), folder)
+    elif name in LATENT_STAGES:
+        denoiser = load_jbdiff_v1_level(path, level_config)
+        codec = Codec(vqvae_from_jbdiff_v1(path))
+        codec.refresh_normalisation()
+        section = denoiser_section(denoiser.cfg, stage_level(name), codec.fingerprint(), steps=None)
+        save_stage(denoiser, folder, name, section)
+    else:
+        net = load_dance_checkpoint(path, dance_config)
+        save_stage(net, folder, name, dance_section(net.config, steps=None))
+
+
 def export_bundle(
     runs: dict[str, str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -96,15 +132,19 @@ def export_bundle(
     overwrite: bool = False,
     half: bool = False,
     sampling: dict[str, Any] | None = None,
+    level_config: DenoiserConfig | None = None,
+    dance_config: DanceConfig | None = None,
 ) -> Path:
     """Copy each stage from its run folder (or bundle) into ``out`` and write ``bundle.yaml``.
 
-    ``runs`` maps stage names (``codec`` is required) to folders. Every level must have been
-    trained on latents of this very codec (same fingerprint), or the bundle is refused.
-    ``half`` stores the diffusion stages' float weights as float16 (half the size; they load
-    into float32 models unchanged); the codec stays float32 so its codes do not change.
-    ``sampling`` is the bundle's recommended sampling settings (``SamplingSettings`` fields),
-    which ``jbdiff continue`` and friends start from.
+    ``runs`` maps stage names (``codec`` is required) to folders, or to published checkpoint
+    files that :func:`import_stage` converts (``level_config`` and ``dance_config`` are their
+    architectures). Every level must have been trained on latents of this very codec (same
+    fingerprint), or the bundle is refused. ``half`` stores the diffusion stages' float
+    weights as float16 (half the size; they load into float32 models unchanged); the codec
+    stays float32 so its codes do not change. ``sampling`` is the bundle's recommended
+    sampling settings (``SamplingSettings`` fields), which ``jbdiff continue`` and friends
+    start from; without it, a bundle whose levels come from v1 checkpoints records v1's preset.
     """
     if sampling:
         from_dict(SamplingSettings, sampling, "sampling settings")  # refuse unknown or invalid fields now
@@ -116,6 +156,27 @@ def export_bundle(
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise JbdiffError(f"{target}: already exists and is not empty (pass --overwrite to replace its stages)")
+    files = {name: Path(path) for name, path in runs.items() if Path(path).is_file()}
+    if not files:
+        return _export(runs, target, data_note=data_note, half=half, sampling=sampling)
+    if sampling is None and any(name in LATENT_STAGES for name in files):
+        sampling = preset_section("v1")
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=target.parent if target.parent.exists() else None) as staging:
+        converted = dict(runs)
+        for name, path in files.items():
+            converted[name] = Path(staging) / name
+            import_stage(name, path, Path(converted[name]), level_config=level_config, dance_config=dance_config)
+        return _export(converted, target, data_note=data_note, half=half, sampling=sampling)
+
+
+def _export(
+    runs: dict[str, str | os.PathLike[str]],
+    target: Path,
+    *,
+    data_note: str,
+    half: bool,
+    sampling: dict[str, Any] | None,
+) -> Path:
     sections = {name: stage_section(runs[name], name) for name in STAGES if name in runs}
     fingerprint = sections["codec"]["fingerprint"]
     for name, section in sections.items():

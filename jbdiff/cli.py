@@ -79,7 +79,7 @@ def cmd_train_level(args: argparse.Namespace) -> None:
 
 
 def cmd_train_dance(args: argparse.Namespace) -> None:
-    from upsampler.dance_training import train_dance
+    from jbdiff.train import train_dance
 
     run = train_dance(args.data, args.config, args.out, options=_fit_options(args))
     _say_once(f"dance stage saved in {run}")
@@ -103,10 +103,17 @@ def cmd_encode(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from jbdiff.bundle import export_bundle
     from jbdiff.core.config import load_yaml
+    from levels.denoiser_training import load_level_config
+    from upsampler.dance_training import load_dance_config
 
     runs = {name: getattr(args, name) for name in STAGES if getattr(args, name)}
     sampling = load_yaml(args.sampling) if args.sampling else None
-    out = export_bundle(runs, args.out, data_note=args.data_note, overwrite=args.overwrite, half=args.half, sampling=sampling)
+    level_config = load_level_config(args.level_config).model if args.level_config else None
+    dance_config = load_dance_config(args.dance_config).model if args.dance_config else None
+    out = export_bundle(
+        runs, args.out, data_note=args.data_note, overwrite=args.overwrite, half=args.half, sampling=sampling,
+        level_config=level_config, dance_config=dance_config,
+    )
     print(f"bundle with {', '.join(runs)} written to {out}")
 
 
@@ -122,10 +129,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     if not 0 <= args.level < codec.levels:
         raise JbdiffError(f"level {args.level} does not exist; this codec has levels 0..{codec.levels - 1}")
     audio = load_audio(args.input, channels=1, min_duration=codec.hops[args.level] / codec.sample_rate)
-    signal = torch.from_numpy(audio)[None]
-    codes = codec.encode_codes(signal, [args.level])[args.level]
-    decoded = codec.decode_codes(args.level, codes)[0, :, : audio.shape[-1]]
-    save_audio(out, decoded.cpu(), codec.sample_rate)
+    decoded = codec.reconstruct(torch.from_numpy(audio)[None], args.level)
+    save_audio(out, decoded[0].cpu(), codec.sample_rate)
     print(f"level {args.level} reconstruction written to {out}")
 
 
@@ -288,14 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     enc.set_defaults(func=cmd_encode)
 
     exp = sub.add_parser("export", help="collect trained stages into one model bundle")
-    exp.add_argument("--codec", required=True, help="codec run folder (or bundle)")
+    exp.add_argument("--codec", required=True, help="codec run folder, bundle, or OpenAI Jukebox vqvae.pth.tar")
     for name in SAMPLING_STAGES:
-        exp.add_argument(f"--{name}", help=f"{name} run folder (or bundle)")
+        published = "Dance Diffusion" if name == "dance" else "Jukebox-Diffusion v1"
+        exp.add_argument(f"--{name}", help=f"{name} run folder, bundle, or {published} .ckpt file")
+    exp.add_argument("--level-config", help="level YAML whose model is the architecture of v1 .ckpt levels (default: v1's)")
+    exp.add_argument("--dance-config", help="Dance YAML whose model is the architecture of a Dance .ckpt (default: published)")
     exp.add_argument("--out", required=True, help="bundle folder to write")
     exp.add_argument("--data-note", default="", help="what the models were trained on (kept in bundle.yaml)")
     exp.add_argument("--overwrite", action="store_true", help="replace the stages of an existing bundle")
     exp.add_argument("--half", action="store_true", help="store the diffusion stages as float16 (half the size)")
-    exp.add_argument("--sampling", help="YAML of the bundle's recommended sampling settings (steps, guidance, ...)")
+    exp.add_argument(
+        "--sampling",
+        help="YAML of the bundle's recommended sampling settings (steps, guidance, ...); default: none, or v1's preset for v1 .ckpt levels",
+    )
     exp.set_defaults(func=cmd_export)
 
     rec = sub.add_parser("reconstruct", help="encode a file at one level and decode it back")

@@ -26,7 +26,13 @@ from tqdm import tqdm
 from jbdiff.core.atomic import atomic_path
 from jbdiff.core.audio import AudioError, list_audio_files, load_audio
 from jbdiff.core.errors import JbdiffError
-from jbdiff.metrics.codec import ReconstructionMetrics, reconstruction_metrics
+from jbdiff.core.report import json_safe, markdown_table
+from jbdiff.metrics.codec import (
+    ReconstructionMetrics,
+    histogram_perplexity,
+    histogram_usage,
+    reconstruction_metrics,
+)
 from levels.codec import Codec
 
 __all__ = ["CodecReport", "FileResult", "LevelResult", "SkippedFile", "evaluate_codec"]
@@ -95,13 +101,13 @@ class CodecReport:
             "seconds_limit": self.seconds_limit,
             "files_evaluated": len(self.files),
             "seconds_evaluated": self.seconds_evaluated,
-            "levels": [_finite(dataclasses.asdict(level)) for level in self.levels],
+            "levels": [json_safe(dataclasses.asdict(level)) for level in self.levels],
             "files": [
                 {
                     "path": file.path,
                     "seconds": file.seconds,
                     "levels": [
-                        _finite({"level": level, **metrics.as_dict()}) for level, metrics in enumerate(file.levels)
+                        json_safe({"level": level, **metrics.as_dict()}) for level, metrics in enumerate(file.levels)
                     ],
                 }
                 for file in self.files
@@ -124,12 +130,7 @@ class CodecReport:
             )
             for level in self.levels
         ]
-        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-        lines = [
-            "| " + " | ".join(cell.rjust(width) for cell, width in zip(row, widths)) + " |" for row in (header, *rows)
-        ]
-        lines.insert(1, "|" + "|".join("-" * (width + 1) + ":" for width in widths) + "|")
-        return "\n".join(lines)
+        return markdown_table(header, rows)
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_dict` as JSON atomically; return the path."""
@@ -139,22 +140,9 @@ class CodecReport:
         return path
 
 
-def _finite(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with non-finite floats replaced by None (strict JSON has no NaN)."""
-    return {
-        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()
-    }
-
-
 def _level_metrics(reference: torch.Tensor, decoded: torch.Tensor, sample_rate: int) -> ReconstructionMetrics:
     """Metrics of ``decoded`` (batch, channels, >= samples) trimmed to ``reference`` (batch, channels, samples)."""
     return reconstruction_metrics(reference, decoded[..., : reference.shape[-1]].cpu(), sample_rate)
-
-
-def _codebook_stats(counts: torch.Tensor) -> tuple[float, float]:
-    """(usage, perplexity) of a code histogram: the fraction of codes used and exp(entropy)."""
-    probs = counts[counts > 0].to(torch.float64) / counts.sum()
-    return (counts > 0).sum().item() / counts.numel(), math.exp(-(probs * probs.log()).sum().item())
 
 
 def evaluate_codec(
@@ -212,7 +200,6 @@ def evaluate_codec(
 
     levels = []
     for level in range(codec.levels):
-        usage, perplexity = _codebook_stats(counts[level])
         levels.append(
             LevelResult(
                 level=level,
@@ -220,8 +207,8 @@ def evaluate_codec(
                 stft=statistics.fmean(file.levels[level].stft for file in files),
                 mel=statistics.fmean(file.levels[level].mel for file in files),
                 si_sdr=statistics.fmean(file.levels[level].si_sdr for file in files),
-                usage=usage,
-                perplexity=perplexity,
+                usage=histogram_usage(counts[level]),
+                perplexity=histogram_perplexity(counts[level]),
             )
         )
     return CodecReport(

@@ -35,12 +35,20 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.metrics import musicnn
-from jbdiff.metrics import music as mm
 from jbdiff.core.atomic import atomic_path
-from jbdiff.core.audio import AudioError, audio_info, list_audio_files, load_audio, resample
+from jbdiff.core.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    audio_info,
+    list_audio_files,
+    load_audio,
+    mono_signal,
+    resample,
+)
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.report import json_safe, markdown_table
+from jbdiff.metrics import music as mm
+from jbdiff.metrics import musicnn
 
 if TYPE_CHECKING:
     from jbdiff.sampling_settings import SamplingSettings
@@ -119,7 +127,7 @@ class _Clip:
 
     @property
     def mono(self) -> np.ndarray:
-        return self.audio.mean(axis=0)
+        return mono_signal(self.audio)
 
 
 def _describe(audio: np.ndarray) -> _Clip:
@@ -163,8 +171,7 @@ def _generated_audio(result: Any, samples: int) -> tuple[np.ndarray, list[int]]:
 def _codec_reconstruction(codec: Any, audio: np.ndarray) -> np.ndarray:
     """The codec's level-0 encode-decode of mono ``audio`` ``(1, samples)``."""
     x = torch.from_numpy(audio)[None].to(device=codec.device, dtype=codec.dtype)
-    decoded = codec.decode(0, codec.encode(x, levels=[0])[0])
-    return decoded[0, :, : audio.shape[-1]].float().cpu().numpy()
+    return codec.reconstruct(x, 0)[0].float().cpu().numpy()
 
 
 def _clip_from(path: Path, seconds: float, start_fraction: float) -> tuple[np.ndarray, float]:
@@ -183,19 +190,6 @@ def _clip_from(path: Path, seconds: float, start_fraction: float) -> tuple[np.nd
 def _mean(values: Sequence[float]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None and numpy scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _check_options(seconds: float, start_fraction: float, max_files: int | None) -> None:
@@ -341,7 +335,7 @@ def evaluate_continuation(
         seed_seconds=seed_seconds, seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
     report = {"kind": "continuation", "options": options, "conditions": list(CONDITIONS), "summary": summary}
-    return _json_safe({**report, "files": files, "skipped": skipped})
+    return json_safe({**report, "files": files, "skipped": skipped})
 
 
 def evaluate_remix(
@@ -396,7 +390,7 @@ def evaluate_remix(
         strengths=list(strengths), seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
     report = {"kind": "remix", "options": options, "conditions": points, "summary": summary}
-    return _json_safe({**report, "files": files, "skipped": skipped})
+    return json_safe({**report, "files": files, "skipped": skipped})
 
 
 def _per_file(report: dict[str, Any], condition: str, metric: str) -> list[float]:
@@ -414,18 +408,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         [name, *("n/a" if values[m] is None else f"{values[m]:.4g}" for m in metrics)]
         for name, values in report["summary"].items()
     ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "| " + " | ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:]))]) + " |"
-        for row in (header, *rows)
-    ]
-    lines.insert(1, "|" + "|".join(["-" * (widths[0] + 2), *("-" * (w + 1) + ":" for w in widths[1:])]) + "|")
+    table = markdown_table(header, rows, left=1)
     options = report["options"]
     files = len(report["files"])
     title = f"# jbdiff eval {report['kind']}: {files} file(s) from {options['data_dir']}, seed {options['seed']}"
     legend = [f"- `{m}`: {METRICS[m][0]} ({METRICS[m][1]})" for m in metrics]
     skipped = [f"- skipped {s['path']}: {s['reason']}" for s in report["skipped"]]
-    return "\n".join([title, "", *lines, "", *legend, *([""] + skipped if skipped else [])]) + "\n"
+    return "\n".join([title, "", table, "", *legend, *([""] + skipped if skipped else [])]) + "\n"
 
 
 def _plot(report: dict[str, Any], metric: str, path: Path) -> None:

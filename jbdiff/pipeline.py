@@ -25,16 +25,15 @@ import torch
 from tqdm import tqdm
 
 from jbdiff import __version__
-from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.bundle import Stages, load_bundle
 from jbdiff.core.atomic import atomic_path
-from jbdiff.core.audio import resample, to_mono
+from jbdiff.core.audio import SAMPLE_RATE, resample, to_mono
 from jbdiff.core.audio_stream import AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader
 from jbdiff.core.device import resolve_device, resolve_dtype
 from jbdiff.core.errors import JbdiffError
-from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.core.spectrogram import save_spectrogram_png
-from jbdiff.bundle import DEMO_BUNDLE, Stages, load_bundle
+from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.window_sampler import WindowSampler
 from levels.codec import Codec
 

@@ -100,6 +100,12 @@ class SamplingSettings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
+def preset_section(name: str) -> dict[str, Any]:
+    """Preset ``name`` as a bundle's ``sampling`` section (every field but the per-run batch and seed)."""
+    settings = dataclasses.asdict(PRESETS[name])
+    return {key: value for key, value in settings.items() if key not in ("batch", "seed", "levels")}
+
+
 PRESETS: dict[str, SamplingSettings] = {
     "default": SamplingSettings(),
     "v1": SamplingSettings(

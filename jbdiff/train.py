@@ -1,4 +1,5 @@
-"""Composition root for training: each ``jbdiff train STAGE`` wires its data, module and trainer."""
+"""Composition root for training: each ``jbdiff train STAGE`` (codec, level2/1/0, dance) wires its
+data, module and trainer."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
-from jbdiff.core.audio_dataset import RandomCrops, scan_audio_folder
+from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.audio_dataset import RandomCrops, crop_samples, scan_audio_folder
 from jbdiff.core.config import load_yaml, to_dict
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.stage_io import save_stage
@@ -26,13 +27,16 @@ from levels.codec_io import load_codec
 from levels.codec_training import CodecTrainingModule, export_codec
 from levels.denoiser_training import LevelTrainingModule, load_level_config
 from levels.latent_dataset import LatentWindows
+from levels.latent_denoiser import denoiser_section
 from levels.latent_shards import LatentShards
+from upsampler.dance_training import (
+    DanceTrainingModule,
+    crop_length,
+    export_dance,
+    load_dance_config,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def _crop_length(seconds: float, multiple: int) -> int:
-    return max(multiple, int(seconds * 44100) // multiple * multiple)
 
 
 def train_codec(
@@ -56,24 +60,13 @@ def train_codec(
         logger.info("resuming from %s", resume)
     pl.seed_everything(cfg.train.seed, verbose=False)
     data = RandomCrops(
-        folder, _crop_length(cfg.train.sample_seconds, max(cfg.model.hops)), seed=cfg.train.seed, stream=checkpoint_step(resume)
+        folder, crop_samples(cfg.train.sample_seconds, max(cfg.model.hops)), seed=cfg.train.seed, stream=checkpoint_step(resume)
     )
     module = CodecTrainingModule(cfg, run)
     fit_stage(
         module, data, run, cfg.train, export_codec, options, resume=resume, hparams=to_dict(cfg)
     )
     return run
-
-
-def level_section(module: LevelTrainingModule, codec_fingerprint: str) -> dict[str, object]:
-    """What ``levelN.yaml`` records: the denoiser config, its level and role, the codec it fits."""
-    return {
-        "level": module.level,
-        "residual": module.residual,
-        "model": to_dict(module.cfg.model),
-        "codec_fingerprint": codec_fingerprint,
-        "steps": int(module.global_step),
-    }
 
 
 def train_level(
@@ -108,15 +101,49 @@ def train_level(
     data = LatentWindows(
         shards, level, model.window, model.context_mult, residual=residual, seed=cfg.train.seed, stream=checkpoint_step(resume)
     )
-    codebook = codec.codes_to_latents(level, torch.arange(codec.cfg.l_bins)[None])[0].t().contiguous()
+    codebook = codec.latent_codebook(level)
     module = LevelTrainingModule(cfg, level, codebook, residual=residual, run_dir=run, demo_codec=codec)
     fingerprint = codec.fingerprint()
 
     def export(trained: pl.LightningModule, folder: Path) -> None:
         assert isinstance(trained, LevelTrainingModule)
-        save_stage(trained.ema, folder, stage, level_section(trained, fingerprint))
+        save_stage(trained.ema, folder, stage, denoiser_section(trained.cfg.model, level, fingerprint, int(trained.global_step)))
 
     fit_stage(
         module, data, run, cfg.train, export, options, resume=resume, hparams=to_dict(cfg)
+    )
+    return run
+
+
+def train_dance(
+    data_dir: str | os.PathLike[str],
+    config_path: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    options: FitOptions = DEFAULT_FIT,
+) -> Path:
+    """Train (or resume training) the Dance-Diffusion stage on a folder of audio; returns the run folder.
+
+    Crops are stereo (mono files duplicated) of ``train.sample_seconds`` rounded up by
+    :func:`upsampler.dance_training.crop_length`. The run folder doubles as the stage: ``dance.safetensors`` (EMA
+    weights) + ``dance.yaml`` are refreshed at every checkpoint (:func:`upsampler.dance_refiner.load_dance`).
+    """
+    cfg = load_dance_config(config_path)
+    folder = scan_audio_folder(data_dir)
+    run = Path(run_dir)
+    resume = prepare_run_dir(run, load_yaml(config_path), str(config_path))
+    length = crop_length(cfg.train.sample_seconds, cfg.model)
+    logger.info(
+        "training the dance stage on %d file(s), %.1f min of audio, in crops of %d samples (%.3f s: sample_seconds"
+        " rounded up to a multiple of %d)",
+        len(folder.files), folder.seconds / 60, length, length / SAMPLE_RATE, cfg.model.length_multiple,
+    )
+    if resume:
+        logger.info("resuming from %s", resume)
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    data = RandomCrops(folder, length, channels=2, seed=cfg.train.seed, stream=checkpoint_step(resume))
+    module = DanceTrainingModule(cfg, run)
+    fit_stage(
+        module, data, run, cfg.train, export_dance, options, resume=resume, hparams=to_dict(cfg)
     )
     return run

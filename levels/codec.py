@@ -159,6 +159,11 @@ class Codec(nn.Module):
         vectors = self.vqvae.bottleneck.level_blocks[level].decode(codes.to(self.device))
         return (vectors - self.latent_mean[level]) / self.latent_std[level]
 
+    def latent_codebook(self, level: int) -> torch.Tensor:
+        """Every code's normalised latent vector at ``level``: (l_bins, emb_width)."""
+        codes = torch.arange(self.cfg.l_bins, device=self.device)[None]
+        return self.codes_to_latents(level, codes)[0].t().contiguous()
+
     def latents_to_codes(self, level: int, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> nearest codes (batch, frames)."""
         self._check_latents(level, latents)
@@ -187,8 +192,14 @@ class Codec(nn.Module):
     def decode_codes(self, level: int, codes: torch.Tensor) -> torch.Tensor:
         """Codes (batch, frames) -> audio (batch, channels, frames * hop)."""
         self._check_level(level)
-        block = self.vqvae.bottleneck.level_blocks[level]
-        return self._decode_level(codes, level, lambda c: self.vqvae.decoders[level](block.decode(c)))
+        return self._decode_level(codes, level, lambda c: self.vqvae.decode(c, level))
+
+    @torch.no_grad()
+    def reconstruct(self, audio: torch.Tensor, level: int) -> torch.Tensor:
+        """Audio (batch, channels, samples) encoded at ``level`` and decoded back, trimmed to its length."""
+        self._check_level(level)
+        codes = self.encode_codes(audio, [level])[level]
+        return self.decode_codes(level, codes)[..., : audio.shape[-1]]
 
     def _decode_level(self, inputs: torch.Tensor, level: int, decode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         hop = self.hops[level]

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 
 from jbdiff.core.config import TrainConfig, load_config
-from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
 from jbdiff.core.spectrogram import spectrogram_image
 from jbdiff.core.training import EmaModule, adam, check_finite
 from levels.codec import Codec
+from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def load_level_config(path: str | os.PathLike[str]) -> LevelConfig:
     return load_config(LevelConfig, path)
 
 
-def codes_to_latents(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def lookup_latents(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """(B, T) codes, ``-1`` for padding, -> (B, width, T) latents (zeros where padded)."""
     vectors = codebook[codes.clamp_min(0)] * (codes >= 0).unsqueeze(-1).to(codebook.dtype)
     return vectors.transpose(1, 2)
@@ -64,7 +64,7 @@ class LevelTrainingModule(EmaModule):
         self._demo = [demo_codec] if demo_codec is not None else []
 
     def _batch_latents(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
-        out: dict[str, torch.Tensor | None] = {k: codes_to_latents(self.codebook, v) for k, v in batch.items()}
+        out: dict[str, torch.Tensor | None] = {k: lookup_latents(self.codebook, v) for k, v in batch.items()}
         out.setdefault("context", None)
         out.setdefault("start", None)
         return out
@@ -74,7 +74,6 @@ class LevelTrainingModule(EmaModule):
         loss = self.denoiser.loss(latents["codes"], latents["context"], start=latents["start"])  # type: ignore[arg-type]
         check_finite(loss, self.global_step, self.run_dir)
         self.log("loss", loss, prog_bar=True)
-        self._last_batch = batch
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

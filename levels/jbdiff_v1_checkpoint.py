@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from jbdiff.core.errors import JbdiffError
-from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
 from jbdiff.core.state_dict import load_strict, read_checkpoint, strip_prefix
 from jbdiff.core.unet import ResnetItem, UNet1d, UNetConfig
+from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
 from levels.vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["V1_DENOISER", "load_jbdiff_v1_level", "unet_state_from_v1", "vqvae_from_jbdiff_v1"]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from jbdiff.core.audio import SAMPLE_RATE
 from jbdiff.core.data_seeding import stream_rng
 from jbdiff.core.errors import JbdiffError
 from levels.latent_shards import LatentShards
@@ -32,7 +33,7 @@ class LatentWindows(IterableDataset):  # type: ignore[type-arg]
         if not len(self.usable):
             raise JbdiffError(
                 f"{shards.root}: no file has {window} frames at level {level} "
-                f"({window * shards.hops[level] / 44100:.1f} s); use longer audio or a smaller window"
+                f"({window * shards.hops[level] / SAMPLE_RATE:.1f} s); use longer audio or a smaller window"
             )
         weights = frames[self.usable] - window + 1
         self.weights = weights / weights.sum()

@@ -11,11 +11,12 @@ import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from jbdiff.core.config import from_dict
+from jbdiff.core.config import from_dict, to_dict
 from jbdiff.core.diffusion import VNetwork, v_loss
 from jbdiff.core.samplers import sample
 from jbdiff.core.stage_io import load_stage_weights, stage_section
@@ -133,6 +134,18 @@ class LatentDenoiser(nn.Module):
             if not unconditional and guidance != 1.0:
                 kwargs["embedding_scale"] = guidance
         return sample(self.net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, progress=progress, **kwargs)
+
+
+def denoiser_section(cfg: DenoiserConfig, level: int, codec_fingerprint: str, steps: int | None) -> dict[str, Any]:
+    """What ``levelN.yaml`` (or a bundle's ``levelN`` entry) records: the denoiser config, its
+    level and role (residual below the coarsest level), the codec it fits, the steps trained."""
+    return {
+        "level": level,
+        "residual": level < 2,
+        "model": to_dict(cfg),
+        "codec_fingerprint": codec_fingerprint,
+        "steps": steps,
+    }
 
 
 def load_denoiser(path: str | os.PathLike[str], stage: str) -> LatentDenoiser:

@@ -253,16 +253,6 @@ class LatentShards:
                 "re-encode the data with this codec"
             )
 
-    def total_frames(self, level: int) -> int:
-        """Frames of ``level`` over all shards."""
-        self._check_level(level)
-        return sum(entry.frames[level] for entry in self.entries)
-
-    def codes(self, index: int, level: int) -> torch.Tensor:
-        """All of shard ``index``'s codes at ``level``: int64 (frames,)."""
-        self._check_level(level)
-        return self.crop(index, level, 0, self.entries[index].frames[level])
-
     def crop(self, index: int, level: int, start: int, length: int, *, upsampler_start: bool = False) -> torch.Tensor:
         """Codes ``[start, start + length)`` of shard ``index`` at ``level``, reading only those.
 

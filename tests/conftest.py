@@ -59,8 +59,8 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_codec: Codec) -> 
     """A model bundle of every stage at the ``tiny`` sizes, with random weights."""
     from jbdiff.bundle import export_bundle
     from jbdiff.core.config import from_dict, load_yaml, to_dict
-    from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
     from levels.codec_io import save_codec
+    from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
     from upsampler.dance_unet import DanceConfig, DanceUNet
 
     root = tmp_path_factory.mktemp("tiny_bundle")

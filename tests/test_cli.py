@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jbdiff.core.audio import audio_info, load_audio, save_audio
 from jbdiff.cli import main
-from jbdiff.metrics.codec import si_sdr
+from jbdiff.core.audio import audio_info, load_audio, save_audio
 from jbdiff.core.synth import synth_music
+from jbdiff.metrics.codec import si_sdr
 from levels.codec import Codec
 from levels.codec_io import save_codec
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jbdiff.core.audio import audio_info, save_audio
 from jbdiff.cli import main
+from jbdiff.core.audio import audio_info, save_audio
 from jbdiff.core.synth import synth_music
 
 FAST = ["--steps", "2=3,1=3,0=2,dance=2", "--init-strength", "1=0.34,0=0.5,dance=0.5", "--window-multiplier", "1",

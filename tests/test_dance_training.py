@@ -18,14 +18,10 @@ from jbdiff.core.audio import save_audio
 from jbdiff.core.config import to_dict
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.synth import synth_music
+from jbdiff.train import train_dance
 from tests.conftest import ROOT, cpu_fit
 from upsampler.dance_refiner import load_dance, padded_length, refine_stereo
-from upsampler.dance_training import (
-    crash_sigma,
-    crop_length,
-    load_dance_config,
-    train_dance,
-)
+from upsampler.dance_training import crash_sigma, crop_length, load_dance_config
 from upsampler.dance_unet import DanceConfig, DanceUNet, load_dance_checkpoint
 
 # Smaller than configs/dance/tiny.yaml: 5 levels, attention (one 32-channel head) on levels 3-5.

@@ -11,14 +11,18 @@ import soundfile as sf
 import torch
 
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.synth import synth_music
 from jbdiff.evaluate_codec import (
     CodecReport,
-    _codebook_stats,
     _level_metrics,
     evaluate_codec,
 )
-from jbdiff.metrics.codec import codebook_perplexity, codebook_usage
-from jbdiff.core.synth import synth_music
+from jbdiff.metrics.codec import (
+    codebook_perplexity,
+    codebook_usage,
+    histogram_perplexity,
+    histogram_usage,
+)
 from levels.codec import Codec
 
 SR = 44100
@@ -90,7 +94,7 @@ def test_codebook_stats_match_metrics_on_all_codes() -> None:
     bins = 64
     files = [torch.randint(0, 40, (1, n), generator=generator) for n in (300, 50, 7)]
     counts = sum(torch.bincount(codes.reshape(-1), minlength=bins) for codes in files)
-    usage, perplexity = _codebook_stats(counts)
+    usage, perplexity = histogram_usage(counts), histogram_perplexity(counts)
     every = torch.cat([codes.reshape(-1) for codes in files])
     assert usage == pytest.approx(codebook_usage(every, bins))
     assert perplexity == pytest.approx(codebook_perplexity(every, bins))

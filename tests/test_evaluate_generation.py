@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.audio import save_audio
+from jbdiff.core.audio import SAMPLE_RATE, save_audio
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.synth import synth_music
 from jbdiff.evaluate_generation import (
     CONDITIONS,
     METRICS,
@@ -28,7 +28,6 @@ from jbdiff.evaluate_generation import (
     report_markdown,
     write_report,
 )
-from jbdiff.core.synth import synth_music
 
 SR = SAMPLE_RATE
 WINDOW = 2 * SR  # the stand-in's window length: a seam every 2 s

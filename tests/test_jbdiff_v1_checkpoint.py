@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from jbdiff.core.errors import JbdiffError
-from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
 from jbdiff.core.unet import UNet1d, UNetConfig
 from levels.denoiser_training import load_level_config
 from levels.jbdiff_v1_checkpoint import (
@@ -28,6 +27,7 @@ from levels.jbdiff_v1_checkpoint import (
     unet_state_from_v1,
     vqvae_from_jbdiff_v1,
 )
+from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
 from levels.vqvae import VQVAE, VQVAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,17 +11,17 @@ import pytest
 import torch
 import yaml
 
-from jbdiff.core.audio import save_audio
 from jbdiff.bundle import export_bundle
+from jbdiff.core.audio import save_audio
 from jbdiff.core.errors import JbdiffError
-from levels.latent_denoiser import LatentDenoiser, load_denoiser
 from jbdiff.core.synth import synth_music
 from jbdiff.train import train_level
 from levels.base_prior import generate_next_window
 from levels.codec import Codec
 from levels.codec_io import load_codec, save_codec
-from levels.denoiser_training import codes_to_latents, load_level_config
+from levels.denoiser_training import load_level_config, lookup_latents
 from levels.latent_dataset import PAD_CODE, LatentWindows
+from levels.latent_denoiser import LatentDenoiser, load_denoiser
 from levels.latent_shards import LatentShards, encode_folder
 from tests.conftest import ROOT, cpu_fit
 from upsampler.residual import upsample_window
@@ -76,7 +76,7 @@ def test_window_codes_follow_their_context(encoded: tuple[Path, Path]) -> None:
     shards = LatentShards(encoded[1])
     data = LatentWindows(shards, 0, 32, 1, residual=True, seed=3)
     rng = np.random.default_rng(1)
-    full = {i: shards.codes(i, 0) for i in range(len(shards))}
+    full = {i: shards.crop(i, 0, 0, shards.entries[i].frames[0]) for i in range(len(shards))}
     for _ in range(10):
         item = data.item(rng)
         joined = torch.cat([item["context"], item["codes"]])
@@ -88,7 +88,7 @@ def test_window_codes_follow_their_context(encoded: tuple[Path, Path]) -> None:
 def test_codes_to_latents_zeroes_padding() -> None:
     codebook = torch.randn(10, 4)
     codes = torch.tensor([[PAD_CODE, 3, 7]])
-    latents = codes_to_latents(codebook, codes)
+    latents = lookup_latents(codebook, codes)
     assert latents.shape == (1, 4, 3)
     assert torch.equal(latents[0, :, 0], torch.zeros(4)) and torch.equal(latents[0, :, 2], codebook[7])
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from jbdiff.core.synth import synth_music
 from jbdiff.metrics import music as mm
 from jbdiff.metrics import musicnn
-from jbdiff.core.synth import synth_music
 
 SR = 22050
 

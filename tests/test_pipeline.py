@@ -11,10 +11,10 @@ import torch
 
 from jbdiff.core.audio import load_audio
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.synth import synth_music
 from jbdiff.metrics.codec import si_sdr
 from jbdiff.pipeline import Pipeline
 from jbdiff.sampling_settings import SamplingSettings, StageSettings
-from jbdiff.core.synth import synth_music
 from jbdiff.window_sampler import WindowSampler
 
 FAST = SamplingSettings(

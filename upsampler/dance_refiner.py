@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.config import from_dict
+from jbdiff.core.config import from_dict, to_dict
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.samplers import sample
 from jbdiff.core.stage_io import load_stage_weights, stage_section
 from jbdiff.core.stages import DANCE_STAGE
 from upsampler.dance_unet import DanceConfig, DanceUNet
 
-__all__ = ["load_dance", "padded_length", "refine_stereo"]
+__all__ = ["dance_section", "load_dance", "padded_length", "refine_stereo"]
 
 def padded_length(cfg: DanceConfig, samples: int) -> int:
     """``samples`` rounded up to a multiple of the net's ``length_multiple``, at least its ``min_length``."""
@@ -60,6 +61,12 @@ def refine_stereo(
     noise = torch.randn(init.shape, generator=generator, device=init.device, dtype=init.dtype)
     out = sample(net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, progress=progress)
     return out[:, :, :length]
+
+
+def dance_section(cfg: DanceConfig, steps: int | None) -> dict[str, Any]:
+    """What ``dance.yaml`` (or a bundle's ``dance`` entry) records: the net's config, the sample
+    rate and the steps trained."""
+    return {"model": to_dict(cfg), "sample_rate": SAMPLE_RATE, "steps": steps}
 
 
 def load_dance(path: str | os.PathLike[str]) -> DanceUNet:

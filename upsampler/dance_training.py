@@ -26,23 +26,18 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
 from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.audio_dataset import RandomCrops, scan_audio_folder
-from jbdiff.core.config import TrainConfig, load_config, load_yaml, to_dict
+from jbdiff.core.audio_dataset import crop_samples
+from jbdiff.core.config import TrainConfig, load_config
 from jbdiff.core.diffusion import v_loss
 from jbdiff.core.spectrogram import spectrogram_image
 from jbdiff.core.stage_io import save_stage
 from jbdiff.core.stages import DANCE_STAGE
 from jbdiff.core.training import (
-    DEFAULT_FIT,
     EmaModule,
-    FitOptions,
     adam,
     check_finite,
-    checkpoint_step,
-    fit_stage,
-    prepare_run_dir,
 )
-from upsampler.dance_refiner import STAGE, padded_length, refine_stereo
+from upsampler.dance_refiner import dance_section, refine_stereo
 from upsampler.dance_unet import DanceConfig, DanceUNet
 
 __all__ = [
@@ -50,10 +45,8 @@ __all__ = [
     "DanceTrainingModule",
     "crash_sigma",
     "crop_length",
-    "dance_section",
     "export_dance",
     "load_dance_config",
-    "train_dance",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,7 +90,7 @@ def crop_length(seconds: float, cfg: DanceConfig) -> int:
     That is a multiple of ``cfg.length_multiple`` (2**(depth-1)) and at least ``cfg.min_length``;
     e.g. 1.486 s with the published depth 14 gives 65536 samples.
     """
-    return padded_length(cfg, math.ceil(round(seconds * SAMPLE_RATE, 6)))
+    return crop_samples(seconds, cfg.length_multiple, minimum=cfg.min_length, round_up=True)
 
 
 def crash_sigma(u: Tensor) -> Tensor:
@@ -170,46 +163,7 @@ class DanceTrainingModule(EmaModule):
         experiment.add_image("demo/spectrogram", spectrogram_image(stereo), step)
 
 
-def dance_section(module: DanceTrainingModule) -> dict[str, Any]:
-    """What ``dance.yaml`` records: the net's config, the sample rate and the steps trained."""
-    return {"model": to_dict(module.cfg.model), "sample_rate": SAMPLE_RATE, "steps": int(module.global_step)}
-
-
 def export_dance(module: pl.LightningModule, run_dir: Path) -> None:
     """Write the EMA net (``dance.safetensors``) and its section (``dance.yaml``) into the run folder."""
     assert isinstance(module, DanceTrainingModule)
-    save_stage(module.diffusion_ema, run_dir, DANCE_STAGE, dance_section(module))
-
-
-def train_dance(
-    data_dir: str | os.PathLike[str],
-    config_path: str | os.PathLike[str],
-    run_dir: str | os.PathLike[str],
-    *,
-    options: FitOptions = DEFAULT_FIT,
-) -> Path:
-    """Train (or resume training) the Dance-Diffusion stage on a folder of audio; returns the run folder.
-
-    Crops are stereo (mono files duplicated) of ``train.sample_seconds`` rounded up by
-    :func:`crop_length`. The run folder doubles as the stage: ``dance.safetensors`` (EMA
-    weights) + ``dance.yaml`` are refreshed at every checkpoint (:func:`upsampler.dance_refiner.load_dance`).
-    """
-    cfg = load_dance_config(config_path)
-    folder = scan_audio_folder(data_dir)
-    run = Path(run_dir)
-    resume = prepare_run_dir(run, load_yaml(config_path), str(config_path))
-    length = crop_length(cfg.train.sample_seconds, cfg.model)
-    logger.info(
-        "training the dance stage on %d file(s), %.1f min of audio, in crops of %d samples (%.3f s: sample_seconds"
-        " rounded up to a multiple of %d)",
-        len(folder.files), folder.seconds / 60, length, length / SAMPLE_RATE, cfg.model.length_multiple,
-    )
-    if resume:
-        logger.info("resuming from %s", resume)
-    pl.seed_everything(cfg.train.seed, verbose=False)
-    data = RandomCrops(folder, length, channels=2, seed=cfg.train.seed, stream=checkpoint_step(resume))
-    module = DanceTrainingModule(cfg, run)
-    fit_stage(
-        module, data, run, cfg.train, export_dance, options, resume=resume, hparams=to_dict(cfg)
-    )
-    return run
+    save_stage(module.diffusion_ema, run_dir, DANCE_STAGE, dance_section(module.cfg.model, int(module.global_step)))

@@ -116,6 +116,16 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=0, keepdims=True).astype(audio.dtype, copy=False)
 
 
+def mono_signal(audio: np.ndarray) -> np.ndarray:
+    """``(samples,)`` float32 from ``(samples,)`` or ``(channels, samples)`` audio (channels averaged)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        return to_mono(audio)[0]
+    if audio.ndim != 1:
+        raise ValueError(f"expected audio shaped (samples,) or (channels, samples), got shape {audio.shape}")
+    return audio
+
+
 def resample(audio: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """``(channels, samples)`` float audio from ``sample_rate`` to ``target_rate`` (soxr "VHQ"); as is when equal."""
     if sample_rate == target_rate:
@@ -184,6 +194,14 @@ def load_audio(
     return np.ascontiguousarray(resample(audio, info.sample_rate, sample_rate), dtype=np.float32)
 
 
+def peak_scale(path: str | os.PathLike[str], peak: float, unbounded: bool) -> float:
+    """The factor that brings audio peaking at ``peak`` within a bounded format (1 when it fits)."""
+    if unbounded or peak <= 1.0:
+        return 1.0
+    logger.warning("%s: audio peaks at %.3f, above 1.0; scaling it down to peak %.3f", path, peak, SAVE_PEAK)
+    return SAVE_PEAK / peak
+
+
 def save_format(path: str | os.PathLike[str]) -> tuple[str, str, bool]:
     """(libsndfile format, subtype, holds peaks above 1.0) for saving to ``path``.
 
@@ -230,10 +248,9 @@ def save_audio(
         raise AudioError(f"{path}: the audio to save contains NaN or infinite samples")
 
     audio = audio.astype(np.float32, copy=False)
-    peak = float(np.abs(audio).max())
-    if not unbounded and peak > 1.0:
-        logger.warning("%s: audio peaks at %.3f, above 1.0; scaling it down to peak %.3f", path, peak, SAVE_PEAK)
-        audio = audio * np.float32(SAVE_PEAK / peak)
+    scale = peak_scale(path, float(np.abs(audio).max()), unbounded)
+    if scale != 1.0:
+        audio = audio * np.float32(scale)
 
     try:
         with atomic_path(path) as tmp:

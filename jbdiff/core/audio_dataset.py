@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.audio import AudioError, AudioInfo, audio_info, list_audio_files, load_audio
+from jbdiff.core.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioInfo,
+    audio_info,
+    list_audio_files,
+    load_audio,
+)
 from jbdiff.core.data_seeding import stream_rng
 from jbdiff.core.errors import JbdiffError
 
@@ -50,6 +57,14 @@ def scan_audio_folder(folder: str | os.PathLike[str]) -> AudioFolder:
         extra = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
         raise JbdiffError(f"{root}: no readable audio files found{extra}")
     return AudioFolder(root, files, skipped)
+
+
+def crop_samples(seconds: float, multiple: int, *, minimum: int = 0, round_up: bool = False) -> int:
+    """Samples in a training crop of ``seconds`` at the model rate: a whole number of ``multiple``
+    (rounded down, or up with ``round_up``), at least one ``multiple`` and at least ``minimum``."""
+    samples = round(seconds * SAMPLE_RATE, 6)
+    count = math.ceil(samples / multiple) if round_up else int(samples) // multiple
+    return max(minimum, multiple, count * multiple)
 
 
 class RandomCrops(IterableDataset):  # type: ignore[type-arg]

@@ -9,7 +9,6 @@ neither the target nor a temporary file.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from types import TracebackType
@@ -19,12 +18,11 @@ import numpy as np
 import soundfile as sf
 
 from jbdiff.core.atomic import atomic_path, staging_file
-from jbdiff.core.audio import SAVE_PEAK, AudioError, save_format
+from jbdiff.core.audio import AudioError, peak_scale, save_format
 
 if TYPE_CHECKING:
     from typing import Self
 
-logger = logging.getLogger(__name__)
 
 _BLOCK = 1 << 18  # samples per block when transcoding
 
@@ -65,10 +63,7 @@ class AudioStreamWriter:
     def _finish(self) -> None:
         if self.frames == 0:
             raise AudioError(f"{self.path}: there is no audio to save (zero length)")
-        scale = 1.0
-        if not self.unbounded and self.peak > 1.0:
-            logger.warning("%s: audio peaks at %.3f, above 1.0; scaling it down to peak %.3f", self.path, self.peak, SAVE_PEAK)
-            scale = SAVE_PEAK / self.peak
+        scale = peak_scale(self.path, self.peak, self.unbounded)
         with atomic_path(self.path) as tmp:
             if self.format == "WAV":
                 os.replace(self._staging, tmp)

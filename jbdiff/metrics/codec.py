@@ -20,6 +20,8 @@ __all__ = [
     "ReconstructionMetrics",
     "codebook_perplexity",
     "codebook_usage",
+    "histogram_perplexity",
+    "histogram_usage",
     "mel_distance",
     "reconstruction_metrics",
     "si_sdr",
@@ -123,16 +125,25 @@ def _code_counts(codes: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.bincount(flat, minlength=bins)
 
 
+def histogram_usage(counts: torch.Tensor) -> float:
+    """Fraction of the codebook entries that a code histogram (one count per entry) holds."""
+    return (counts > 0).sum().item() / counts.numel()
+
+
+def histogram_perplexity(counts: torch.Tensor) -> float:
+    """``exp(entropy)`` (natural log) of a code histogram, in ``[1, entries]``."""
+    probs = counts[counts > 0].to(torch.float64) / counts.sum()
+    return math.exp(-(probs * probs.log()).sum().item())
+
+
 def codebook_usage(codes: torch.Tensor, bins: int) -> float:
     """Fraction of the ``bins`` codebook entries that appear at least once in ``codes``."""
-    return (_code_counts(codes, bins) > 0).sum().item() / bins
+    return histogram_usage(_code_counts(codes, bins))
 
 
 def codebook_perplexity(codes: torch.Tensor, bins: int) -> float:
     """``exp(entropy)`` (natural log) of the empirical code distribution, in ``[1, bins]``."""
-    counts = _code_counts(codes, bins).to(torch.float64)
-    probs = counts[counts > 0] / counts.sum()
-    return math.exp(-(probs * probs.log()).sum().item())
+    return histogram_perplexity(_code_counts(codes, bins))
 
 
 @dataclasses.dataclass(frozen=True)

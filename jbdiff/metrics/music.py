@@ -14,6 +14,8 @@ import librosa
 import numpy as np
 import numpy.typing as npt
 
+from jbdiff.core.audio import mono_signal
+
 __all__ = [
     "CHROMA_RATE",
     "PITCH_CLASSES",
@@ -42,10 +44,8 @@ CHROMA_RATE = 11025  # chroma is computed at this rate
 
 def _mono(audio: np.ndarray) -> np.ndarray:
     """``audio`` as a float32 ``(samples,)`` signal (channels averaged)."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=0)
-    if audio.ndim != 1 or audio.size == 0:
+    audio = mono_signal(audio)
+    if audio.size == 0:
         raise ValueError(f"expected non-empty audio shaped (samples,) or (channels, samples), got {audio.shape}")
     return audio
 

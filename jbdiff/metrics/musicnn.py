@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from jbdiff.core.audio import mono_signal
+
 __all__ = [
     "MTT_TAGS",
     "PATCH_FRAMES",
@@ -151,11 +153,7 @@ def log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     ``audio`` is ``(samples,)`` or ``(channels, samples)`` at ``sample_rate``; it is resampled
     as ``librosa.load`` does (soxr, high quality).
     """
-    mono = np.asarray(audio, dtype=np.float32)
-    if mono.ndim == 2:
-        mono = mono.mean(axis=0)
-    if mono.ndim != 1:
-        raise ValueError(f"expected audio shaped (samples,) or (channels, samples), got shape {np.shape(audio)}")
+    mono = mono_signal(audio)
     if sample_rate != SAMPLE_RATE:
         mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     mel = librosa.feature.melspectrogram(y=mono, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
