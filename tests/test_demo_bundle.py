@@ -11,7 +11,8 @@ import numpy as np
 import yaml
 
 from jbdiff.core.audio import audio_info, load_audio
-from jbdiff.pipeline import DEMO_BUNDLE, Pipeline
+from jbdiff.bundle import DEMO_BUNDLE
+from jbdiff.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "knolls_seed.ogg"
