@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     evc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     evc.set_defaults(func=cmd_eval_codec)
 
-    for target, what in (("continuation", "continue a seed from every file and score it against real music and baselines"),
+    for target, what in (("continuation", "continue a seed from every file and score it, after every stage, against real music and baselines"),
                          ("remix", "remix a clip of every file at several strengths and score output against input")):
         evg = ev.add_parser(target, help=what)
         evg.add_argument("--data", required=True, help="folder of audio files (held-out music)")

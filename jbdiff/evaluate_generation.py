@@ -5,17 +5,22 @@ Continuation: from each track, a seed (``seed_seconds`` starting at ``start_frac
 track, pulled earlier when the track is too short) is continued by ``seconds``; the result is
 compared with the real audio that follows the seed and with the seed. Baselines on the same
 clips: the real continuation itself, the seed looped, pink noise at the real continuation's
-RMS, and the codec's level-0 reconstruction of the real continuation (the codec's ceiling).
+RMS, and the codec's level-0 and level-2 reconstructions of the real continuation (the
+ceilings of the whole chain and of the base prior). The stage ladder measures the same
+continuation after every stage that ran (level 2 decoded, level 1, level 0, Dance), tapped
+from the one sampling run, to show where music is lost.
 
 Remix: from each track, a clip of ``seconds`` from ``start_fraction`` is remixed at every
 strength and compared with the input, giving one curve per metric; the input itself is the
 curve's first point.
 
-Metrics (:mod:`jbdiff.metrics.music`; embeddings and tags from :mod:`jbdiff.metrics.musicnn`): Fréchet
-distance between the musicnn embeddings of all clips of a condition and those of the reference
-clips (pooled over files), tag-distribution KL, mean-chroma correlation and MIREX key
-agreement, seam discontinuity (at the join between seed and continuation, and at the
-generator's window seams), silent and clipped fractions and RMS level. Per-file values are
+Metrics (:mod:`jbdiff.metrics.music`; embeddings and tags from :mod:`jbdiff.metrics.musicnn`; notes
+from :mod:`jbdiff.metrics.pitch`): Fréchet distance between the musicnn embeddings of all clips
+of a condition and those of the reference clips (pooled over files), tag-distribution KL,
+mean-chroma correlation and MIREX key agreement, pitch-class agreement of transcribed notes,
+note density and tonalness, seam discontinuity (at the join between seed and continuation, and
+at the generator's window seams), silent and clipped fractions and RMS level. Without
+basic-pitch's model the note metrics are left out and the report says why. Per-file values are
 averaged over files in the summary. Reproducible: file ``i`` is generated with seed
 ``seed + i``, which also seeds its pink noise.
 """
@@ -47,14 +52,17 @@ from jbdiff.core.audio import (
 )
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.report import json_safe, markdown_table
+from jbdiff.core.stages import SAMPLING_STAGES
 from jbdiff.metrics import music as mm
-from jbdiff.metrics import musicnn
+from jbdiff.metrics import musicnn, pitch
 
 if TYPE_CHECKING:
     from jbdiff.sampling_settings import SamplingSettings
 
 __all__ = [
     "CONDITIONS",
+    "CONDITION_LEGEND",
+    "LADDER",
     "METRICS",
     "GenerationPipeline",
     "evaluate_continuation",
@@ -64,7 +72,23 @@ __all__ = [
     "write_report",
 ]
 
-CONDITIONS = ("generated", "real", "looped_seed", "pink_noise", "codec")
+CONDITIONS = ("generated", "real", "looped_seed", "pink_noise", "codec", "codec_level2")
+LADDER = tuple(f"after_{stage}" for stage in SAMPLING_STAGES)
+"""The stage ladder's rows: the generated continuation after each stage, when more than one ran."""
+
+# name -> what it is (continuation rows)
+CONDITION_LEGEND: dict[str, str] = {
+    "generated": "the continuation, after the last stage that ran",
+    "after_level2": "the same run's level-2 latents decoded by the codec (the base prior alone)",
+    "after_level1": "the same run after the level-1 residual upsampler, decoded",
+    "after_level0": "the same run after the level-0 residual upsampler, decoded",
+    "after_dance": "the same run after the Dance stage (stereo)",
+    "real": "the real continuation",
+    "looped_seed": "the seed repeated",
+    "pink_noise": "pink noise at the real continuation's RMS",
+    "codec": "the codec's level-0 reconstruction of the real continuation (ceiling of the whole chain)",
+    "codec_level2": "the codec's level-2 reconstruction of the real continuation (ceiling of the base prior)",
+}
 
 # name -> (what it measures, which way is better)
 METRICS: dict[str, tuple[str, str]] = {
@@ -80,6 +104,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "key_seed": ("MIREX key agreement with the seed", "higher"),
     "key_real": ("MIREX key agreement with the real continuation", "higher"),
     "key_input": ("MIREX key agreement with the input", "higher"),
+    "pitch_class_seed": ("correlation of transcribed pitch-class profiles with the seed's", "higher"),
+    "pitch_class_real": ("correlation of transcribed pitch-class profiles with the real continuation's", "higher"),
+    "pitch_class_input": ("correlation of transcribed pitch-class profiles with the input's", "higher"),
+    "note_density": ("transcribed notes per second (basic-pitch)", "as the real audio"),
+    "tonalness": ("share of spectral energy in partials (narrow peaks); noise is about 0.03", "as the real audio"),
     "seam_join": ("spectral-flux jump where the clip follows the seed, relative to elsewhere", "about 1"),
     "seam_windows": ("spectral-flux jump at the generator's window seams, relative to elsewhere", "about 1"),
     "silent_fraction": ("fraction of 50 ms frames below -60 dBFS", "lower"),
@@ -91,14 +120,16 @@ METRICS: dict[str, tuple[str, str]] = {
 class GenerationPipeline(Protocol):
     """What the evaluation needs of :class:`jbdiff.pipeline.Pipeline`.
 
-    The results have ``audio`` ``(channels, samples)``, ``sample_rate`` and ``seams``.
+    The results have ``audio`` ``(channels, samples)``, ``sample_rate`` and ``seams``; a
+    continuation with ``keep_stages`` also has ``stages`` (stage name to its audio at ``sample_rate``).
     """
 
     @property
     def codec(self) -> Any: ...
 
     def continue_(
-        self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None
+        self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None,
+        keep_stages: bool,
     ) -> Any: ...
 
     def remix(
@@ -124,29 +155,48 @@ class _Clip:
     music: musicnn.MusicnnOutput
     chroma: np.ndarray
     key: mm.Key
+    notes: pitch.Transcription | None
+    tonalness: float | None
 
     @property
     def mono(self) -> np.ndarray:
         return mono_signal(self.audio)
 
 
-def _describe(audio: np.ndarray) -> _Clip:
+def _describe(audio: np.ndarray, notes: bool) -> _Clip:
+    """What the metrics need of ``audio``; ``notes``: transcribe it and measure its tonalness too."""
     chroma = mm.mean_chroma(audio, SAMPLE_RATE)
-    return _Clip(audio, musicnn.analyse(audio, SAMPLE_RATE), chroma, mm.estimate_key(chroma))
+    transcription = pitch.transcribe(audio, SAMPLE_RATE) if notes else None
+    tonal = pitch.tonalness(audio, SAMPLE_RATE) if notes else None
+    return _Clip(audio, musicnn.analyse(audio, SAMPLE_RATE), chroma, mm.estimate_key(chroma), transcription, tonal)
+
+
+def _pitch_notes() -> list[str]:
+    """Why the note metrics are left out (one sentence), or nothing when basic-pitch's model is there."""
+    try:
+        pitch.model_path()
+    except pitch.PitchModelMissing as missing:
+        return [f"note metrics left out: {missing}"]
+    return []
 
 
 def _similarity(reference: _Clip, candidate: _Clip, name: str) -> dict[str, Any]:
-    """Style and key of ``candidate`` against ``reference``, metrics suffixed with ``name``."""
-    return {
+    """Style, key and pitch classes of ``candidate`` against ``reference``, metrics suffixed with ``name``."""
+    values = {
         f"tag_kl_{name}": mm.tag_kl(reference.music.probabilities, candidate.music.probabilities),
         f"chroma_{name}": mm.chroma_correlation(reference.chroma, candidate.chroma),
         f"key_{name}": mm.key_agreement(reference.key, candidate.key),
     }
+    if reference.notes is not None and candidate.notes is not None:
+        values[f"pitch_class_{name}"] = pitch.pitch_class_agreement(reference.notes.profile, candidate.notes.profile)
+    return values
 
 
 def _signal(clip: _Clip, seams: Sequence[int]) -> dict[str, Any]:
-    """Seams within the clip, silence, clipping and level."""
+    """Notes and tonalness, seams within the clip, silence, clipping and level."""
+    notes = {} if clip.notes is None else {"note_density": clip.notes.note_density, "tonalness": clip.tonalness}
     return {
+        **notes,
         "seam_windows": mm.seam_discontinuity(clip.audio, SAMPLE_RATE, seams),
         "silent_fraction": mm.silent_fraction(clip.audio, SAMPLE_RATE),
         "clipped_fraction": mm.clipped_fraction(clip.audio),
@@ -167,11 +217,24 @@ def _generated_audio(result: Any, samples: int) -> tuple[np.ndarray, list[int]]:
     return audio, [s for s in seams if 0 < s < audio.shape[-1]]
 
 
+def _stage_ladder(result: Any, samples: int) -> dict[str, np.ndarray]:
+    """The ladder's rows (``after_<stage>``) of a continuation's ``stages``; none when one stage ran."""
+    stages = getattr(result, "stages", None) or {}
+    if len(stages) < 2:
+        return {}
+    ladder = {}
+    for stage, audio in stages.items():
+        audio = np.asarray(audio, dtype=np.float32)
+        audio = resample(audio, result.sample_rate) if result.sample_rate != SAMPLE_RATE else audio
+        ladder[f"after_{stage}"] = np.ascontiguousarray(audio[:, :samples])
+    return ladder
+
+
 @torch.no_grad()
-def _codec_reconstruction(codec: Any, audio: np.ndarray) -> np.ndarray:
-    """The codec's level-0 encode-decode of mono ``audio`` ``(1, samples)``."""
+def _codec_reconstruction(codec: Any, audio: np.ndarray, level: int) -> np.ndarray:
+    """The codec's encode-decode of mono ``audio`` ``(1, samples)`` at ``level``."""
     x = torch.from_numpy(audio)[None].to(device=codec.device, dtype=codec.dtype)
-    return codec.reconstruct(x, 0)[0].float().cpu().numpy()
+    return codec.reconstruct(x, level)[0].float().cpu().numpy()
 
 
 def _clip_from(path: Path, seconds: float, start_fraction: float) -> tuple[np.ndarray, float]:
@@ -284,25 +347,33 @@ def evaluate_continuation(
     loops = -(-samples // seed_samples)
     files: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    embeddings: dict[str, list[np.ndarray]] = {name: [] for name in (*CONDITIONS, "seed")}
+    notes = _pitch_notes()
+    embeddings: dict[str, list[np.ndarray]] = {}
+    names: list[str] = []
     clips = _clips(data_dir, seed_seconds + seconds, start_fraction, max_files, "eval continuation", progress, skipped)
     for index, path, clip, start in clips:
         seed_audio, real = clip[:, :seed_samples], clip[:, seed_samples:]
-        result = pipeline.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings)
+        result = pipeline.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings, keep_stages=True)
         generated, seams = _generated_audio(result, samples)
         candidates = {
             "generated": (generated, seams),
+            **{name: (audio, seams) for name, audio in _stage_ladder(result, samples).items()},
             "real": (real, []),
             "looped_seed": (np.tile(seed_audio, loops)[:, :samples], [k * seed_samples for k in range(1, loops)]),
             "pink_noise": (pink_noise(samples, seed + index, rms=float(np.sqrt(np.mean(real**2)))), []),
-            "codec": (_codec_reconstruction(pipeline.codec, real), []),
+            "codec": (_codec_reconstruction(pipeline.codec, real, 0), []),
+            "codec_level2": (_codec_reconstruction(pipeline.codec, real, 2), []),
         }
-        seed_clip = _describe(seed_audio)
-        described = {name: _describe(audio) for name, (audio, _) in candidates.items()}
-        embeddings["seed"].append(seed_clip.music.embeddings)
+        names = names or list(candidates)
+        seed_clip = _describe(seed_audio, not notes)
+        described: dict[str, _Clip] = {}
+        for name, (audio, _) in candidates.items():
+            same = name in LADDER and np.array_equal(audio, generated)  # the last stage is the output itself
+            described[name] = described["generated"] if same else _describe(audio, not notes)
+        embeddings.setdefault("seed", []).append(seed_clip.music.embeddings)
         conditions = {}
         for name, candidate in described.items():
-            embeddings[name].append(candidate.music.embeddings)
+            embeddings.setdefault(name, []).append(candidate.music.embeddings)
             joined = np.concatenate([seed_clip.mono, candidate.mono])
             conditions[name] = {
                 **_similarity(seed_clip, candidate, "seed"),
@@ -323,7 +394,7 @@ def evaluate_continuation(
 
     pooled = {name: np.concatenate(parts) for name, parts in embeddings.items()}
     summary = _summary(
-        CONDITIONS,
+        names,
         [file["conditions"] for file in files],
         {
             "fd_real": lambda name: mm.frechet_distance(pooled[name], pooled["real"]),
@@ -334,7 +405,7 @@ def evaluate_continuation(
         data_dir, pipeline, settings,
         seed_seconds=seed_seconds, seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
-    report = {"kind": "continuation", "options": options, "conditions": list(CONDITIONS), "summary": summary}
+    report = {"kind": "continuation", "options": options, "conditions": names, "summary": summary, "notes": notes}
     return json_safe({**report, "files": files, "skipped": skipped})
 
 
@@ -365,14 +436,15 @@ def evaluate_remix(
     files: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     embeddings: dict[str, list[np.ndarray]] = {point: [] for point in points}
+    notes = _pitch_notes()
     clips = _clips(data_dir, seconds, start_fraction, max_files, "eval remix", progress, skipped)
     for index, path, clip, start in clips:
-        source = _describe(clip)
+        source = _describe(clip, not notes)
         outputs: dict[str, tuple[_Clip, list[int]]] = {"input": (source, [])}
         for strength, point in zip(strengths, points[1:]):
             result = pipeline.remix(clip, SAMPLE_RATE, strength, seed=seed + index, settings=settings)
             audio, seams = _generated_audio(result, samples)
-            outputs[point] = (_describe(audio), seams)
+            outputs[point] = (_describe(audio, not notes), seams)
         results = {}
         for point, (output, seams) in outputs.items():
             embeddings[point].append(output.music.embeddings)
@@ -389,7 +461,7 @@ def evaluate_remix(
         data_dir, pipeline, settings,
         strengths=list(strengths), seconds=seconds, start_fraction=start_fraction, seed=seed,
     )  # fmt: skip
-    report = {"kind": "remix", "options": options, "conditions": points, "summary": summary}
+    report = {"kind": "remix", "options": options, "conditions": points, "summary": summary, "notes": notes}
     return json_safe({**report, "files": files, "skipped": skipped})
 
 
@@ -412,9 +484,12 @@ def report_markdown(report: dict[str, Any]) -> str:
     options = report["options"]
     files = len(report["files"])
     title = f"# jbdiff eval {report['kind']}: {files} file(s) from {options['data_dir']}, seed {options['seed']}"
+    rows_legend = [f"- `{name}`: {CONDITION_LEGEND[name]}" for name in report["summary"] if name in CONDITION_LEGEND]
     legend = [f"- `{m}`: {METRICS[m][0]} ({METRICS[m][1]})" for m in metrics]
     skipped = [f"- skipped {s['path']}: {s['reason']}" for s in report["skipped"]]
-    return "\n".join([title, "", table, "", *legend, *([""] + skipped if skipped else [])]) + "\n"
+    notes = [f"- {note}" for note in report.get("notes", [])]
+    parts = [title, "", table, "", *rows_legend, *([""] if rows_legend else []), *legend]
+    return "\n".join([*parts, *([""] + notes if notes else []), *([""] + skipped if skipped else [])]) + "\n"
 
 
 def _plot(report: dict[str, Any], metric: str, path: Path) -> None:
@@ -426,7 +501,7 @@ def _plot(report: dict[str, Any], metric: str, path: Path) -> None:
     if report["kind"] == "continuation":
         positions = np.arange(len(names))
         axes.bar(positions, [np.nan if m is None else m for m in means], color="#9bb7d4")
-        axes.set_xticks(positions, names)
+        axes.set_xticks(positions, names, rotation=30, ha="right", fontsize=7)
     else:
         positions = np.array([0.0, *report["options"]["strengths"]])
         axes.plot(positions, [np.nan if m is None else m for m in means], "o-", color="#3a6ea5")

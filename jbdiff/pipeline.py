@@ -42,7 +42,11 @@ Sink = Callable[[int, np.ndarray], None]
 
 @dataclass
 class Generation:
-    """The result of one run: the first take's audio (``None`` when streamed to files)."""
+    """The result of one run: the first take's audio (``None`` when streamed to files).
+
+    ``stages`` (when asked for) maps every stage that ran to the first take's audio after it,
+    from the same pass: the stage ladder of the run (the last stage is the new audio itself).
+    """
 
     audio: np.ndarray | None
     sample_rate: int
@@ -50,6 +54,7 @@ class Generation:
     manifest: dict[str, Any]
     takes: list[np.ndarray] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    stages: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,17 @@ class Pipeline:
         seconds: float,
         *,
         include_seed: bool = False,
+        keep_stages: bool = False,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
         progress: bool = False,
         **changes: Any,
     ) -> Generation:
-        """Continue ``audio`` (the seed) by ``seconds``; ``include_seed`` returns seed + continuation."""
+        """Continue ``audio`` (the seed) by ``seconds``; ``include_seed`` returns seed + continuation.
+
+        ``keep_stages`` also returns the continuation as it was after every stage
+        (``Generation.stages``, without the seed), tapped from the same sampling run.
+        """
         settings = self._settings(settings, changes, generating="continuing a seed")
         total = self._samples(seconds)
         seed = self._model_input(audio, sample_rate, "seed").aligned(max(self.codec.hops))
@@ -147,7 +157,7 @@ class Pipeline:
             lead = seed_out.shape[-1]
             if lead >= sampler.overlap:
                 previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
-        job = _Job(total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None)
+        job = _Job(total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, keep_stages=keep_stages)
         return self._render("continue", sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed})
 
     def generate(
@@ -239,6 +249,7 @@ class Pipeline:
         started = time.perf_counter()
         takes: list[list[np.ndarray]] = [[] for _ in range(settings.batch)]
         paths = _take_paths(Path(out), settings.batch) if out is not None else []
+        ladder = _StageLadder(sampler, job.total) if job.keep_stages else None
         try:
             if out is None:
                 self._stream(sampler, job, lambda take, piece: takes[take].append(piece))
@@ -249,6 +260,8 @@ class Pipeline:
         finally:
             for bar in bars.values():
                 bar.close()
+            sampler.stage_audio = None
+        stages = ladder.audio() if ladder is not None else {}
         seams = [job.lead + k * sampler.chunk for k in range(1, passes)]
         seams = ([job.lead] if job.lead else []) + [s for s in seams if s < job.lead + job.total]
         manifest = self._manifest(command, settings, sampler, job, seams, time.perf_counter() - started, extra, paths)
@@ -257,9 +270,9 @@ class Pipeline:
                 save_spectrogram_png(path, path.with_suffix(".png"))
             with atomic_path(Path(out).with_suffix(".json")) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=2))
-            return Generation(None, SAMPLE_RATE, seams, manifest, paths=paths)
+            return Generation(None, SAMPLE_RATE, seams, manifest, paths=paths, stages=stages)
         arrays = [np.concatenate(pieces, axis=-1) for pieces in takes]
-        return Generation(arrays[0], SAMPLE_RATE, seams, manifest, takes=arrays)
+        return Generation(arrays[0], SAMPLE_RATE, seams, manifest, takes=arrays, stages=stages)
 
     def _stream(self, sampler: WindowSampler, job: _Job, sink: Sink) -> None:
         batch = sampler.settings.batch
@@ -322,6 +335,29 @@ class _Job:
     seed_audio: torch.Tensor | None = None
     source: torch.Tensor | None = None
     strength: float = 1.0
+    keep_stages: bool = False
+
+
+class _StageLadder:
+    """Taps a sampler's every stage and crossfades each into a piece of its own (first take only)."""
+
+    def __init__(self, sampler: WindowSampler, total: int) -> None:
+        self.overlap, self.style, self.total = sampler.overlap, sampler.settings.crossfade, total
+        self.faders: dict[str, Crossfader] = {}
+        self.pieces: dict[str, list[np.ndarray]] = {}
+        sampler.stage_audio = self.push
+
+    def push(self, stage: str, audio: torch.Tensor) -> None:
+        if stage not in self.faders:
+            self.faders[stage] = Crossfader(self.overlap, self.style, total=self.total)
+            self.pieces[stage] = []
+        self.pieces[stage].append(self.faders[stage].push(audio[:1]).detach().cpu().numpy()[0])
+
+    def audio(self) -> dict[str, np.ndarray]:
+        """Each stage's piece (channels, samples), in the order the stages ran."""
+        for stage, fader in self.faders.items():
+            self.pieces[stage].append(fader.flush().detach().cpu().numpy()[0])
+        return {stage: np.concatenate(pieces, axis=-1) for stage, pieces in self.pieces.items()}
 
 
 def _emit(sink: Sink, audio: torch.Tensor) -> None:

@@ -41,7 +41,10 @@ class WindowSampler:
 
     ``progress(stage)`` (an attribute; a no-op by default) is called once per network
     evaluation; ``timings`` accumulates the seconds spent per stage (``codec`` for decoding and
-    re-encoding between levels).
+    re-encoding between levels). ``stage_audio(stage, audio)`` (an attribute; ``None`` by
+    default) taps every stage of the same pass: it is called with each level's decoded audio
+    and the Dance stage's output, each (batch, channels, overlap + chunk) like a pass's result,
+    so that every stage's audio can be crossfaded into a piece of its own (a stage ladder).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class WindowSampler:
         self.decode_margin = {lv: math.ceil(decoder_radius(codec.cfg, lv) / self.hops[lv]) + 1 for lv in range(codec.levels)}
         self.encode_margin = {lv: math.ceil(encoder_radius(codec.cfg, lv) / grain) * grain for lv in range(codec.levels)}
         self.progress: Callable[[str], None] = lambda stage: None
+        self.stage_audio: Callable[[str, torch.Tensor], None] | None = None
         self.timings = {name: 0.0 for name in (*settings.levels, "codec")}
         batch = settings.batch
         self.history = {lv: torch.zeros(batch, codec.cfg.emb_width, 0, device=device) for lv in self.levels}
@@ -146,9 +150,18 @@ class WindowSampler:
             keep = self._context(level) + self.decode_margin[level] + math.ceil(self.overlap / self.hops[level])
             self.history[level] = torch.cat([self.history[level][..., -keep:], z.float()], dim=-1)
             crossfaded_here = index == len(self.levels) - 1 and self.channels == 1
-            audio = self._decode_new(level, self.overlap if crossfaded_here else 0)
+            before = self.overlap if crossfaded_here or self.stage_audio is not None else 0
+            audio = self._decode_new(level, before)
+            if self.stage_audio is not None:
+                self.stage_audio(stage_name(level), audio)
+                audio = audio if crossfaded_here else audio[..., before:]
         assert audio is not None
-        return audio if self.channels == 1 else self._refine(audio)
+        if self.channels == 1:
+            return audio
+        stereo = self._refine(audio)
+        if self.stage_audio is not None:
+            self.stage_audio(DANCE_STAGE, stereo)
+        return stereo
 
     def _context(self, level: int) -> int:
         return self.stages.denoisers[level].cfg.context_length

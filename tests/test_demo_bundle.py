@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from jbdiff.core.audio import audio_info, load_audio
 from jbdiff.bundle import DEMO_BUNDLE
+from jbdiff.core.audio import audio_info, load_audio
 from jbdiff.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,9 @@ from jbdiff.core.audio import SAMPLE_RATE, save_audio
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.synth import synth_music
 from jbdiff.evaluate_generation import (
+    CONDITION_LEGEND,
     CONDITIONS,
+    LADDER,
     METRICS,
     evaluate_continuation,
     evaluate_remix,
@@ -37,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class MuLawCodec:
-    """Test double for ``levels.codec.Codec``: 8-bit mu-law quantisation as level 0's "latents"."""
+    """Test double for ``levels.codec.Codec``: mu-law quantisation, 8-bit at level 0 and 5-bit at level 2."""
 
     device, dtype = torch.device("cpu"), torch.float32
 
@@ -51,13 +53,20 @@ class MuLawCodec:
         mu = 255.0
         return torch.sign(latents) * torch.expm1(latents.abs() / 127 * math.log1p(mu)) / mu
 
+    def reconstruct(self, audio: torch.Tensor, level: int) -> torch.Tensor:
+        assert level in (0, 2)
+        codes = self.encode(audio, [0])[0]
+        return self.decode(0, codes if level == 0 else torch.round(codes / 8) * 8)
+
 
 class StandInPipeline:
     """Test double for :class:`jbdiff.pipeline.Pipeline` built from the tracks it is evaluated on.
 
     ``continue_`` returns, in stereo, the real audio that follows the seed in its track, a
     seed-dependent number of samples later, with every other window 20 dB down (a level
-    jump at each seam). ``remix`` mixes pink noise into the input in proportion to strength.
+    jump at each seam); its stage ladder has that audio in mono before the level jumps
+    (``level2``) and the output itself (``dance``). ``remix`` mixes pink noise into the input
+    in proportion to strength.
     """
 
     def __init__(self, tracks: list[np.ndarray]) -> None:
@@ -70,14 +79,17 @@ class StandInPipeline:
                     return track, int(start) + seed.shape[-1]
         raise AssertionError("the seed was not cut from a known track")
 
-    def continue_(self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: Any) -> Any:
-        assert sample_rate == SR and settings is None
+    def continue_(self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: Any, keep_stages: bool) -> Any:
+        assert sample_rate == SR and settings is None and keep_stages
         track, end = self._follows(audio)
         begin = end + int(np.random.default_rng(seed).integers(0, SR // 4))
-        out = track[begin : begin + round(seconds * SR)].copy()
+        clean = track[begin : begin + round(seconds * SR)].copy()
+        out = clean.copy()
         for start in range(WINDOW, len(out), 2 * WINDOW):
             out[start : start + WINDOW] *= 0.1
-        return SimpleNamespace(audio=np.stack([out, out]), sample_rate=SR, seams=list(range(WINDOW, len(out), WINDOW)))
+        stereo = np.stack([out, out])
+        stages = {"level2": clean[None], "dance": stereo}
+        return SimpleNamespace(audio=stereo, sample_rate=SR, seams=list(range(WINDOW, len(out), WINDOW)), stages=stages)
 
     def remix(self, audio: np.ndarray, sample_rate: int, strength: float, *, seed: int, settings: Any) -> Any:
         rms = float(np.sqrt(np.mean(audio**2)))
@@ -106,7 +118,8 @@ def continuation(data: tuple[Path, list[np.ndarray]]) -> dict[str, Any]:
 
 def test_continuation_report_scores_each_condition(continuation: dict[str, Any]) -> None:
     summary = continuation["summary"]
-    assert list(summary) == list(CONDITIONS) == continuation["conditions"]
+    rows = ["generated", "after_level2", "after_dance", *CONDITIONS[1:]]
+    assert list(summary) == rows == continuation["conditions"] and continuation["notes"] == []
     assert [Path(f["path"]).name for f in continuation["files"]] == ["track0.wav", "track0_copy.wav"]
     assert [Path(s["path"]).name for s in continuation["skipped"]] == ["very_short.wav"]
     assert "5.00 s are needed" in continuation["skipped"][0]["reason"]
@@ -135,6 +148,26 @@ def test_continuation_report_scores_each_condition(continuation: dict[str, Any])
     # 8-bit mu-law keeps the music: its reconstruction is close to the real continuation
     assert summary["codec"]["fd_real"] < generated["fd_real"] < noise["fd_real"]
     assert summary["codec"]["tag_kl_real"] < 0.01
+    # the coarser level-2 ceiling loses more than level 0, and still keeps the notes
+    assert summary["codec"]["fd_real"] < summary["codec_level2"]["fd_real"] < noise["fd_real"]
+    assert summary["codec_level2"]["pitch_class_real"] > 0.9
+    # the ladder: the last stage is the output; level 2 has no level jumps yet
+    assert summary["after_dance"] == generated
+    assert summary["after_level2"]["seam_windows"] < 2.0 < 2 * 2.0 < generated["seam_windows"]
+    assert summary["after_level2"]["rms_db"] == pytest.approx(real["rms_db"], abs=0.1)
+    assert summary["after_level2"]["rms_db"] > generated["rms_db"] + 1
+
+
+def test_note_metrics_tell_music_from_noise(continuation: dict[str, Any]) -> None:
+    summary = continuation["summary"]
+    real, noise, generated = summary["real"], summary["pink_noise"], summary["generated"]
+    assert real["pitch_class_real"] == pytest.approx(1.0)
+    assert generated["pitch_class_real"] > 0.8 and generated["pitch_class_seed"] > 0.5
+    assert noise["pitch_class_real"] < 0.5
+    assert real["tonalness"] > 0.3 and noise["tonalness"] < 0.1
+    assert real["note_density"] > 1.0 > noise["note_density"]
+    for file in continuation["files"]:
+        assert set(file["conditions"]["generated"]) >= {"pitch_class_seed", "pitch_class_real", "note_density", "tonalness"}
 
 
 def test_continuation_is_reproducible_per_seed(
@@ -182,8 +215,10 @@ def test_writer_outputs_table_json_and_plots(continuation: dict[str, Any], tmp_p
     table = report_markdown(continuation)
     assert (tmp_path / "eval.md").read_text() == table
     rows = [line for line in table.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip() for row in rows] == ["condition", *CONDITIONS]
-    assert "n/a" in rows[2]  # the real audio has no window seams
+    assert [row.split("|")[1].strip() for row in rows] == ["condition", *continuation["conditions"]]
+    assert set(continuation["conditions"]) <= set(CONDITION_LEGEND) and set(LADDER) <= set(CONDITION_LEGEND)
+    assert f"- `codec_level2`: {CONDITION_LEGEND['codec_level2']}" in table
+    assert "n/a" in rows[4]  # the real audio has no window seams
     assert f"{continuation['summary']['generated']['fd_real']:.4g}" in rows[1]
     assert "skipped" in table and "very_short.wav" in table
     with pytest.raises(JbdiffError, match="does not exist"):
@@ -203,6 +238,24 @@ def test_bad_arguments_are_one_sentence(tmp_path: Path) -> None:
     save_audio(tmp_path / "short.wav", synth_music(1.0))
     with pytest.raises(JbdiffError, match=r"none of its 1 audio files could be evaluated \(is 1.00 s long"):
         evaluate_remix(tmp_path, pipeline=pipe, seconds=2.0, progress=False)
+
+
+def test_without_basic_pitch_the_note_metrics_are_left_out_in_one_sentence(
+    data: tuple[Path, list[np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jbdiff.metrics import pitch
+
+    monkeypatch.setattr(pitch, "_MODEL_FILE", ("saved_models", "absent.onnx"))
+    folder, tracks = data
+    report = evaluate_remix(folder, pipeline=StandInPipeline(tracks), strengths=(0.5,), seconds=3.0, max_files=1, progress=False)
+    assert report["notes"] == [
+        (
+            "note metrics left out: note transcription needs basic-pitch's ONNX model and onnxruntime: "
+            "pip install onnxruntime && pip install --no-deps basic-pitch==0.4.0"
+        )
+    ]
+    assert "pitch_class_input" not in report["summary"]["0.5"] and "tonalness" not in report["summary"]["0.5"]
+    assert "- note metrics left out: note transcription needs" in report_markdown(report)
 
 
 def test_pink_noise_is_seeded_with_a_1_over_f_spectrum() -> None:
@@ -229,6 +282,8 @@ def test_end_to_end_with_the_real_pipeline(tiny_bundle: Path, tmp_path: Path) ->
         tmp_path, pipeline=pipe, settings=settings, seed_seconds=1.0, seconds=1.5, progress=False
     )
     assert report["options"]["sampling"]["levels"] == ["level2"]
+    assert "after_level2" not in report["summary"]  # one stage: no ladder
+    assert report["summary"]["codec_level2"]["fd_real"] is not None
     file = report["files"][0]
     assert file["generated_seams"] and all(0 < s < 1.5 * SR for s in file["generated_seams"])
     generated, real = report["summary"]["generated"], report["summary"]["real"]

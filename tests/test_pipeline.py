@@ -65,6 +65,23 @@ def test_the_seed_is_kept_verbatim_before_the_crossfade(pipe: Pipeline, seed_aud
     assert result.seams[0] == lead
 
 
+def test_stage_ladder_taps_every_stage_of_the_same_run(pipe: Pipeline, seed_audio: np.ndarray) -> None:
+    """Each stage's audio of one run; the tap leaves the output as it is."""
+    plain = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST)
+    tapped = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST, keep_stages=True)
+    assert plain.stages == {} and plain.audio is not None and tapped.audio is not None
+    assert np.array_equal(tapped.audio, plain.audio)
+    assert list(tapped.stages) == ["level2", "level1", "level0", "dance"]
+    assert [a.shape for a in tapped.stages.values()] == [(1, 44100)] * 3 + [(2, 44100)]
+    assert np.array_equal(tapped.stages["dance"], tapped.audio)
+    # each level's audio is the codec's decoding of that level's latents, so the levels differ
+    level2, level1, level0 = (tapped.stages[f"level{k}"][0] for k in (2, 1, 0))
+    assert min(np.abs(level2 - level1).max(), np.abs(level1 - level0).max()) > 1e-3
+    # without the Dance stage the last level is the (mono) output itself, crossfaded alike
+    mono = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST.replace(levels=("level2", "level1")), keep_stages=True)
+    assert list(mono.stages) == ["level2", "level1"] and np.array_equal(mono.stages["level1"], mono.audio)
+
+
 def test_batch_takes_differ_and_a_resampled_seed_works(pipe: Pipeline, seed_audio: np.ndarray) -> None:
     seed_22k = seed_audio[:, ::2]
     result = pipe.continue_(seed_22k, 22050, 0.4, settings=FAST.replace(batch=2))
