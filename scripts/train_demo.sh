@@ -53,11 +53,12 @@ mkdir -p "$LOGS"
 
 say() { echo "[train_demo $(date +%H:%M:%S)] $*"; }
 
-# The global step stored in RUN_DIR/checkpoints/last.ckpt (0 when there is none).
+# The global step stored in RUN_DIR/checkpoints/last.ckpt (0 when there is none), read
+# weights-only like every checkpoint jbdiff opens.
 trained_steps() {
     local ckpt=$1/checkpoints/last.ckpt
     [[ -f $ckpt ]] || { echo 0; return; }
-    python -c 'import sys, torch; print(int(torch.load(sys.argv[1], map_location="cpu", weights_only=False)["global_step"]))' "$ckpt"
+    python -c $'import sys\nfrom pathlib import Path\nfrom jbdiff.core.errors import JbdiffError\nfrom jbdiff.core.training import checkpoint_step\ntry:\n    print(checkpoint_step(Path(sys.argv[1])))\nexcept JbdiffError as err:\n    sys.exit(f"train_demo: {err}")' "$ckpt"
 }
 
 # train STAGE STEPS ARGS...: run `jbdiff train STAGE ARGS... --max-steps STEPS` unless done

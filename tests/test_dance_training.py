@@ -62,7 +62,7 @@ def _train(data: Path, config: Path, run: Path, steps: int) -> Path:
 
 
 def _step(run: Path) -> int:
-    return int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
+    return int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"])
 
 
 def _random_net(seed: int = 0) -> DanceUNet:
@@ -157,7 +157,7 @@ def test_refine_stereo_pads_and_trims(length: int) -> None:
 def test_divergence_stops_and_keeps_last_good_checkpoint(stereo_dir: Path, fast_config: Path, tmp_path: Path) -> None:
     run = _train(stereo_dir, fast_config, tmp_path / "run", 2)
     path = run / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["state_dict"]["diffusion.net.6.main.3.weight"].fill_(float("nan"))
     torch.save(ckpt, path)
     before = path.read_bytes()

@@ -121,7 +121,7 @@ def test_train_levels_export_resume_and_bundle(encoded: tuple[Path, Path], small
         assert any((runs[stage] / "tb").iterdir())
     before = load_denoiser(runs["level1"], "level1")
     train_level("level1", latents, small_config, runs["level1"], options=cpu_fit(3))
-    ckpt = torch.load(runs["level1"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(runs["level1"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3
     after = load_denoiser(runs["level1"], "level1")
     assert any(not torch.equal(x, y) for x, y in zip(before.state_dict().values(), after.state_dict().values()))
@@ -159,7 +159,7 @@ def test_bundle_refuses_levels_of_another_codec(encoded: tuple[Path, Path], smal
 def test_level_divergence_keeps_the_last_good_checkpoint(encoded: tuple[Path, Path], small_config: Path, tmp_path: Path) -> None:
     run = train_level("level2", encoded[1], small_config, tmp_path / "run", options=cpu_fit(2))
     path = run / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     first = next(k for k in ckpt["state_dict"] if k.startswith("denoiser.") and k.endswith("weight"))
     ckpt["state_dict"][first].fill_(float("nan"))
     torch.save(ckpt, path)
@@ -177,7 +177,7 @@ def test_level_ddp_two_cpu_processes(encoded: tuple[Path, Path], small_config: P
         capture_output=True, text=True, check=False, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
     load_denoiser(run, "level1")
 
 
@@ -190,7 +190,7 @@ def test_ema_moves_once_per_optimizer_step_under_accumulation(encoded: tuple[Pat
 
     def weights(step: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         train_level("level1", encoded[1], config, tmp_path / "run", options=cpu_fit(step))
-        ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert ckpt["global_step"] == step
         state = ckpt["state_dict"]
         live = {k.removeprefix("denoiser."): v for k, v in state.items() if k.startswith("denoiser.")}

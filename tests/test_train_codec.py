@@ -40,7 +40,7 @@ def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _step(run: Path) -> int:
-    return int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"])
+    return int(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"])
 
 
 def _cli(*args: str) -> list[str]:
@@ -53,7 +53,7 @@ def test_train_writes_a_loadable_codec_and_resumes(music_dir: Path, fast_config:
     assert _step(run) == 3
     assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
     first = load_codec(run)
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert len(ckpt["codebook_ema"]) == 3
     train_codec(music_dir, fast_config, run, options=cpu_fit(5))
     assert _step(run) == 5
@@ -78,7 +78,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(music_dir: Path, fast_c
     run = tmp_path / "run"
     train_codec(music_dir, fast_config, run, options=cpu_fit(2))
     path = run / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["state_dict"]["vqvae.decoders.0.out.weight"].fill_(float("nan"))
     torch.save(ckpt, path)
     before = path.read_bytes()

@@ -89,10 +89,11 @@ def reference():
 
 @pytest.fixture(scope="module")
 def checkpoint(reference, tmp_path_factory) -> Path:
-    """The reference's weights written the way OpenAI's ``vqvae.pth.tar`` stores them."""
+    """The reference's weights written the way OpenAI's ``vqvae.pth.tar`` stores them (Jukebox's
+    ``save_checkpoint`` stores ``hps`` as a plain dict copy of its ``Hyperparams``)."""
     hps, ref = reference
     path = tmp_path_factory.mktemp("jukebox") / "vqvae.pth.tar"
-    torch.save({"model": {"module." + k: v for k, v in ref.state_dict().items()}, "hps": hps, "step": 0}, path)
+    torch.save({"model": {"module." + k: v for k, v in ref.state_dict().items()}, "hps": dict(hps), "step": 0}, path)
     return path
 
 
@@ -186,7 +187,7 @@ def _write_variant(reference, path: Path, change) -> Path:
     hps, ref = reference
     model = {"module." + k: v for k, v in ref.state_dict().items()}
     change(model)
-    torch.save({"model": model, "hps": hps, "step": 0}, path)
+    torch.save({"model": model, "hps": dict(hps), "step": 0}, path)
     return path
 
 

@@ -3,92 +3,74 @@
 from __future__ import annotations
 
 import os
-import pickle
+import re
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import torch
 from torch import nn
 
 from jbdiff.core.errors import JbdiffError
 
-_SAFE = {
-    ("collections", "OrderedDict"),
-    ("collections", "Counter"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "slice"),
-    ("builtins", "complex"),
-    ("builtins", "bytearray"),
-    ("torch", "Size"),
-    ("torch", "device"),
-    ("_codecs", "encode"),
-    ("numpy", "dtype"),
-    ("numpy", "ndarray"),
-}
 
+class _PlainDict:
+    """Stands in for a foreign ``dict`` subclass that only adds attribute access (hyperparameters).
 
-def _allowed(module: str, name: str) -> bool:
-    """Only data classes and torch/numpy rebuild functions may be instantiated from a checkpoint."""
-    if (module, name) in _SAFE:
-        return True
-    if module.split(".")[0] == "torch":
-        return name.startswith("_rebuild_") or name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype)
-    if module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        return name in ("_reconstruct", "scalar")
-    return False
-
-
-class _Opaque(dict):  # type: ignore[type-arg]
-    """Stands in for any other class stored in a checkpoint (hyperparameters, paths, dates).
-
-    It accepts whatever arguments the pickle passes and keeps only dict-shaped state, so
-    reading metadata never runs foreign code.
+    Torch's weights-only unpickler creates it by calling ``__new__``, which gives a plain
+    ``dict`` that the pickle's items then fill; no code of the foreign package runs, nor is
+    the package imported.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        return super().__new__(cls)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__()
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict):
-            self.update(state)
+    def __new__(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[misc]
+        return {}
 
 
-class _LenientUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if _allowed(module, name):
-            return super().find_class(module, name)
-        return _Opaque
+HYPERPARAMETER_DICTS: tuple[str, ...] = ("jukebox.hparams.Hyperparams",)
+"""The exact names of the foreign classes a checkpoint may hold, each read as a plain dict.
+
+OpenAI's own ``save_checkpoint`` stores ``hps`` as a plain dict already; a file saved by other
+Jukebox code may keep the ``Hyperparams`` object, a ``dict`` with attribute access.
+"""
+
+_UNSUPPORTED = re.compile(r"GLOBAL (\S+)")
 
 
-class _lenient_pickle:  # a stand-in for the ``pickle`` module
-    Unpickler = _LenientUnpickler
-    load = pickle.load
-    __name__ = "pickle"
+def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
+    """Load a torch checkpoint on the CPU with torch's weights-only unpickler, and nothing else.
 
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a torch checkpoint on the CPU without importing the package that wrote it.
-
-    Classes from other packages (Jukebox hyperparameters, Lightning attributes) become plain
-    dicts; only tensors, storages and a short list of data classes are ever instantiated.
+    Only tensors, plain containers and numbers are ever built, so no code stored in the file
+    can run; the Jukebox hyperparameter classes of :data:`HYPERPARAMETER_DICTS` become
+    plain dicts. Anything else (an arbitrary object, a callable, numpy arrays) is refused in
+    one sentence that names it. ``mmap`` maps the tensors of a zip-format file instead of
+    reading them, for a quick look at a large file's metadata.
     """
     p = Path(path)
     if not p.is_file():
         raise JbdiffError(f"{p}: checkpoint file not found")
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - retry below with foreign classes replaced by dicts
-        try:
-            data = torch.load(p, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
-        except Exception as err:  # noqa: BLE001 - any decoding failure means "not a checkpoint"
-            raise JbdiffError(f"{p}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+        with torch.serialization.safe_globals([(_PlainDict, name) for name in HYPERPARAMETER_DICTS]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol")  # newer protocols load or are refused below
+            data = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(p))
+    except Exception as err:  # noqa: BLE001 - any decoding failure means "not a checkpoint jbdiff reads"
+        raise JbdiffError(_refusal(p, err)) from None
     if not isinstance(data, dict):
         raise JbdiffError(f"{p}: expected a checkpoint dictionary, found {type(data).__name__}")
     return data
+
+
+def _refusal(path: Path, error: Exception) -> str:
+    """One sentence saying why ``path`` was not read (torch's own messages run to paragraphs)."""
+    message = str(error)
+    why = "jbdiff reads only tensors and plain data from a checkpoint, so that no code in the file can run"
+    found = _UNSUPPORTED.search(message)
+    if found:
+        return f"{path}: refused: it refers to {found.group(1).rstrip('.')}, but {why}"
+    if "Weights only load failed" in message:
+        return f"{path}: not a readable PyTorch checkpoint (damaged, or holding more than tensors and plain data, and {why})"
+    detail = next((line.strip() for line in message.splitlines() if line.strip()), "")[:160].rstrip(". ")
+    return f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}{': ' + detail if detail else ''})"
 
 
 def _names(keys: list[str], limit: int = 8) -> str:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from jbdiff.core.atomic import atomic_path, remove_stale_parts
 from jbdiff.core.config import TrainConfig, load_yaml
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.state_dict import read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: str | os.PathLike[str], map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Read a checkpoint with torch's weights-only unpickler, whatever Lightning asks for."""
+        return read_checkpoint(path)
 
 
 class RunCheckpoint(pl.Callback):
@@ -159,10 +164,20 @@ def prepare_run_dir(run_dir: Path, config: dict[str, Any], config_source: str) -
 
 
 def checkpoint_step(path: Path | None) -> int:
-    """The global step stored in a Lightning checkpoint (0 when there is none)."""
+    """The global step stored in a Lightning checkpoint (0 when there is none).
+
+    The file is read weights-only, so a run folder from elsewhere cannot run code on resume;
+    one that cannot be read so is refused before Lightning sees it.
+    """
     if path is None:
         return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+    try:
+        step = read_checkpoint(path, mmap=True).get("global_step", 0)
+    except JbdiffError as err:
+        raise JbdiffError(f"{err}; not resuming from it (move it away to train from scratch)") from None
+    if not isinstance(step, int) or step < 0:
+        raise JbdiffError(f"{path}: its global_step is not a step count; not resuming from it (move it away to train from scratch)")
+    return step
 
 
 def fit_stage(
