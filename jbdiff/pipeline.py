@@ -3,7 +3,9 @@
 ``Pipeline.from_pretrained(path)`` loads a bundle (by default the demo bundle shipped inside the
 package). Each method takes and returns float audio ``(channels, samples)`` with its sample
 rate; given ``out`` it streams the audio to that file instead (flat memory however long the
-piece) and writes a spectrogram PNG and a JSON manifest beside it.
+piece) and writes a spectrogram PNG and a JSON manifest beside it. ``progress`` is ``True`` for a
+tqdm bar per stage, or a callable that receives every stage's :class:`StageProgress` after each
+network evaluation; it may raise to cancel the run, which then leaves no file behind.
 """
 
 from __future__ import annotations
@@ -32,12 +34,30 @@ from jbdiff.core.audio_stream import AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader
 from jbdiff.core.device import resolve_device, resolve_dtype
 from jbdiff.core.errors import JbdiffError
-from jbdiff.core.spectrogram import save_spectrogram_png
+from jbdiff.core.spectrogram import Marks, save_spectrogram_png
 from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.window_sampler import WindowSampler
 from levels.codec import Codec
 
 Sink = Callable[[int, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """How far one stage of a run is: network evaluations ``done`` of ``total``, and the seconds they took."""
+
+    stage: str
+    done: int
+    total: int
+    seconds: float
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds the stage still needs at its rate so far (``None`` before its first evaluation)."""
+        return self.seconds / self.done * (self.total - self.done) if self.done else None
+
+
+ProgressCallback = Callable[[tuple[StageProgress, ...]], None]
 
 
 @dataclass
@@ -138,7 +158,7 @@ class Pipeline:
         keep_stages: bool = False,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
-        progress: bool = False,
+        progress: bool | ProgressCallback = False,
         **changes: Any,
     ) -> Generation:
         """Continue ``audio`` (the seed) by ``seconds``; ``include_seed`` returns seed + continuation.
@@ -166,7 +186,7 @@ class Pipeline:
         *,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
-        progress: bool = False,
+        progress: bool | ProgressCallback = False,
         **changes: Any,
     ) -> Generation:
         """``seconds`` of new music from an empty context."""
@@ -183,7 +203,7 @@ class Pipeline:
         context: tuple[np.ndarray | torch.Tensor, int] | None = None,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
-        progress: bool = False,
+        progress: bool | ProgressCallback = False,
         **changes: Any,
     ) -> Generation:
         """Re-noise ``audio`` to ``strength`` at the first level in ``levels`` and denoise it.
@@ -233,24 +253,22 @@ class Pipeline:
         settings: SamplingSettings,
         job: _Job,
         out: str | os.PathLike[str] | None,
-        progress: bool,
+        progress: bool | ProgressCallback,
         extra: dict[str, Any],
     ) -> Generation:
         passes = math.ceil(job.total / sampler.chunk)
-        bars: dict[str, tqdm] = {}
-        sampler.progress = lambda stage: bars[stage].update()
-        for position, name in enumerate(settings.levels):
+        totals: dict[str, int] = {}
+        for name in settings.levels:
             strength = job.strength if (job.source is not None and name == settings.levels[0]) else None
-            evaluations = settings.stage(name).evaluations(None if strength is None else 1.0 - strength)
-            bars[name] = tqdm(
-                total=passes * evaluations, desc=f"{name:>6}", unit="step", position=position, leave=True,
-                disable=not progress, dynamic_ncols=True,
-            )
+            totals[name] = passes * settings.stage(name).evaluations(None if strength is None else 1.0 - strength)
+        tracker = _Progress(totals, progress)
+        sampler.progress = tracker.step
         started = time.perf_counter()
         takes: list[list[np.ndarray]] = [[] for _ in range(settings.batch)]
         paths = _take_paths(Path(out), settings.batch) if out is not None else []
         ladder = _StageLadder(sampler, job.total) if job.keep_stages else None
         try:
+            tracker.report()
             if out is None:
                 self._stream(sampler, job, lambda take, piece: takes[take].append(piece))
             else:
@@ -258,16 +276,16 @@ class Pipeline:
                     writers = [stack.enter_context(AudioStreamWriter(p, sampler.channels, SAMPLE_RATE)) for p in paths]
                     self._stream(sampler, job, lambda take, piece: writers[take].write(piece))
         finally:
-            for bar in bars.values():
-                bar.close()
+            tracker.close()
             sampler.stage_audio = None
         stages = ladder.audio() if ladder is not None else {}
         seams = [job.lead + k * sampler.chunk for k in range(1, passes)]
         seams = ([job.lead] if job.lead else []) + [s for s in seams if s < job.lead + job.total]
         manifest = self._manifest(command, settings, sampler, job, seams, time.perf_counter() - started, extra, paths)
         if out is not None:
+            marks = Marks(seams=[s / SAMPLE_RATE for s in seams if s != job.lead], seed_end=job.lead / SAMPLE_RATE if job.lead else None)
             for path in paths:
-                save_spectrogram_png(path, path.with_suffix(".png"))
+                save_spectrogram_png(path, path.with_suffix(".png"), marks)
             with atomic_path(Path(out).with_suffix(".json")) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=2))
             return Generation(None, SAMPLE_RATE, seams, manifest, paths=paths, stages=stages)
@@ -323,6 +341,38 @@ class Pipeline:
             "torch_version": torch.__version__,
             "platform": platform.platform(),
         }
+
+
+class _Progress:
+    """Counts each stage's network evaluations for its tqdm bar or the caller's callback."""
+
+    def __init__(self, totals: dict[str, int], progress: bool | ProgressCallback) -> None:
+        self.totals, self.callback = totals, progress if callable(progress) else None
+        self.done, self.seconds = dict.fromkeys(totals, 0), dict.fromkeys(totals, 0.0)
+        self.bars = {
+            name: tqdm(total=total, desc=f"{name:>6}", unit="step", position=position, leave=True,
+                       disable=progress is not True, dynamic_ncols=True)
+            for position, (name, total) in enumerate(totals.items())
+        }
+        self.last = time.perf_counter()
+
+    def step(self, stage: str) -> None:
+        """One network evaluation of ``stage`` is done (the time since the last one is counted to it)."""
+        now = time.perf_counter()
+        self.seconds[stage] += now - self.last
+        self.last = now
+        self.done[stage] += 1
+        self.bars[stage].update()
+        self.report()
+
+    def report(self) -> None:
+        """Hand every stage's progress to the callback (when there is one)."""
+        if self.callback is not None:
+            self.callback(tuple(StageProgress(name, self.done[name], total, self.seconds[name]) for name, total in self.totals.items()))
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 @dataclass
