@@ -8,8 +8,8 @@ The package has two layers. ``jbdiff.core`` (audio, configs, the UNet, diffusion
 samplers, state dicts, atomic writes, training plumbing) and ``jbdiff.metrics`` are the
 shared floor: they import nothing of jbdiff above them, nor ``levels`` or ``upsampler``.
 The modules directly in ``jbdiff/`` compose everything: ``pipeline``, ``window_sampler``,
-``bundle``, ``sampling_settings``, ``train``, ``evaluate_codec``, ``evaluate_generation``
-and ``cli``. The layers are import-linter contracts (``.importlinter``).
+``bundle``, ``sampling_settings``, ``train``, ``evaluate_codec``, ``evaluate_generation``,
+``studio`` (the web app) and ``cli``. The layers are import-linter contracts (``.importlinter``).
 """
 
 from __future__ import annotations

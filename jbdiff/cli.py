@@ -221,6 +221,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
         args.seconds, settings=settings, out=args.output, progress=not args.no_progress))
 
 
+def cmd_studio(args: argparse.Namespace) -> None:
+    try:
+        from jbdiff.studio import serve
+    except ModuleNotFoundError as error:
+        if error.name != "gradio":
+            raise
+        raise JbdiffError("jbdiff studio needs Gradio: pip install 'jbdiff[studio]'") from None
+    serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, outputs=args.outputs)
+
+
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac or .ogg); a .png and a .json go beside it")
     p.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
@@ -336,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seconds", type=float, required=True, help="seconds of music to generate")
     _add_sampling_options(gen)
     gen.set_defaults(func=cmd_generate)
+
+    std = sub.add_parser("studio", help="open the web app (continue, remix, generate in a browser)")
+    std.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
+    std.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    std.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
+    std.add_argument("--outputs", help="folder where every result is also saved (default: a new temporary folder)")
+    std.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    std.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 for the diffusion stages (default: float32)")
+    std.set_defaults(func=cmd_studio)
 
     ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="target", required=True, metavar="TARGET")
     evc = ev.add_parser("codec", help="reconstruction metrics per level on a folder of audio")

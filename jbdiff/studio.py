@@ -256,7 +256,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     context = gr.Audio(label="Context", sources=["upload"], type="filepath", buttons=["download"])
                 remix_button = gr.Button("Remix", variant="primary", elem_id="jb-run-remix")
             with gr.Tab("Generate", id="Generate", elem_id="jb-tab-generate"):
-                generate_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds")
+                generate_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds", elem_id="jb-generate-seconds")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="jb-run-generate")
 
         with gr.Row():
