@@ -240,70 +240,73 @@ def build_app(studio: Studio) -> gr.Blocks:
             f"# jbdiff studio\nModel: `{pipe.path}` on {pipe.device} · results are also saved in `{studio.outputs}`"
         )
         inputs: dict[str, gr.Audio] = {}
-        with gr.Tabs(elem_id="jb-moves") as tabs:
-            with gr.Tab("Continue", id="Continue", elem_id="jb-tab-continue"):
-                inputs["Continue"] = gr.Audio(label="Seed (upload or record)", sources=["upload", "microphone"], type="filepath", buttons=["download"], elem_id="jb-continue-input")
-                continue_info = gr.Markdown(elem_classes="jb-info")
-                with gr.Row():
-                    continue_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds to add", elem_id="jb-continue-seconds")
-                    include_seed = gr.Checkbox(label="Keep the seed at the start", value=True)
-                continue_button = gr.Button("Continue", variant="primary", elem_id="jb-run-continue")
-            with gr.Tab("Remix", id="Remix", elem_id="jb-tab-remix"):
-                inputs["Remix"] = gr.Audio(label="Recording to remix (upload or record)", sources=["upload", "microphone"], type="filepath", buttons=["download"], elem_id="jb-remix-input")
-                remix_info = gr.Markdown(elem_classes="jb-info")
-                strength = gr.Slider(0, 1, value=0.5, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
-                with gr.Accordion("Context (optional): music whose end comes before the input", open=False):
-                    context = gr.Audio(label="Context", sources=["upload"], type="filepath", buttons=["download"])
-                remix_button = gr.Button("Remix", variant="primary", elem_id="jb-run-remix")
-            with gr.Tab("Generate", id="Generate", elem_id="jb-tab-generate"):
-                generate_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds", elem_id="jb-generate-seconds")
-                generate_button = gr.Button("Generate", variant="primary", elem_id="jb-run-generate")
-
-        with gr.Row():
-            seed = gr.Number(value=pipe.settings.seed, precision=0, label="Seed", minimum=0, scale=3)
-            dice = gr.Button("🎲", scale=0, min_width=60, elem_id="jb-dice")
-            batch = gr.Slider(1, MAX_TAKES, value=1, step=1, label="Takes (generated together)", scale=4)
-        with gr.Accordion("Advanced: sampling settings (defaults: the bundle's own)", open=False):
-            preset = gr.Dropdown(list(_PRESET_CHOICES), value="the bundle's own", label="Start from")
-            with gr.Row():
-                levels = gr.CheckboxGroup(list(SAMPLING_STAGES), value=defaults[0], label="Stages to run (coarsest first)")
-                noise_style = gr.Dropdown(list(NOISE_STYLES), value=defaults[1], label="Noise style")
-                noise_step = gr.Number(value=defaults[2], label="Noise step", minimum=0, maximum=1)
-            with gr.Row():
-                window_multiplier = gr.Number(value=defaults[3], precision=0, minimum=1, label="Base windows per pass")
-                crossfade = gr.Dropdown(list(CROSSFADES), value=defaults[4], label="Crossfade")
-                crossfade_samples = gr.Number(value=defaults[5], precision=0, minimum=0, label="Crossfade samples")
-            advanced: list[gr.components.Component] = [levels, noise_style, noise_step, window_multiplier, crossfade, crossfade_samples]
-            for index, name in enumerate(SAMPLING_STAGES):
-                start = len(_GLOBAL_FIELDS) + 4 * index
-                with gr.Accordion(f"Stage {name}", open=False), gr.Row():
-                    advanced += [
-                        gr.Number(value=defaults[start], precision=0, minimum=1, label="Steps"),
-                        gr.Number(value=defaults[start + 1], minimum=0, label="Guidance"),
-                        gr.Slider(0, 0.99, value=defaults[start + 2], step=0.01, label="Init strength (fraction of steps skipped)"),
-                        gr.Dropdown(list(SAMPLERS), value=defaults[start + 3], label="Sampler"),
-                    ]
-
-        with gr.Row():
-            progress = gr.HTML(elem_id="jb-progress")
-            stop = gr.Button("Stop", variant="stop", scale=0, min_width=100, elem_id="jb-stop")
-        status = gr.Markdown(elem_id="jb-status")
-
-        takes = []
         with gr.Row(equal_height=False):
-            for take in range(MAX_TAKES):
-                with gr.Column(visible=take == 0, elem_id=f"jb-take{take + 1}") as column:
-                    takes.append({
-                        "column": column,
-                        "audio": gr.Audio(label=f"Take {take + 1}", type="filepath", interactive=False, buttons=["download"], elem_id=f"jb-take{take + 1}-audio"),
-                        "image": gr.Image(label="Spectrogram", type="filepath", interactive=False, buttons=["download", "fullscreen"], elem_id=f"jb-take{take + 1}-image"),
-                        "files": gr.File(label="Download (WAV, FLAC, OGG, manifest)", file_count="multiple", interactive=False, elem_id=f"jb-take{take + 1}-files"),
-                        "use": gr.Button("Use as input", elem_id=f"jb-take{take + 1}-use"),
-                    })
-        with gr.Row():
-            target = gr.Radio(["Continue", "Remix"], value="Continue", label="“Use as input” sends the take to", elem_id="jb-target")
-        with gr.Accordion("Manifest of the last run", open=False):
-            manifest = gr.JSON(elem_id="jb-manifest")
+            with gr.Column(scale=5, min_width=400):
+                with gr.Tabs(elem_id="jb-moves") as tabs:
+                    with gr.Tab("Continue", id="Continue", elem_id="jb-tab-continue"):
+                        inputs["Continue"] = gr.Audio(label="Seed (upload or record)", sources=["upload", "microphone"], type="filepath", buttons=["download"], elem_id="jb-continue-input")
+                        continue_info = gr.Markdown(elem_classes="jb-info")
+                        with gr.Row():
+                            continue_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds to add", elem_id="jb-continue-seconds")
+                            include_seed = gr.Checkbox(label="Keep the seed at the start", value=True)
+                        continue_button = gr.Button("Continue", variant="primary", elem_id="jb-run-continue")
+                    with gr.Tab("Remix", id="Remix", elem_id="jb-tab-remix"):
+                        inputs["Remix"] = gr.Audio(label="Recording to remix (upload or record)", sources=["upload", "microphone"], type="filepath", buttons=["download"], elem_id="jb-remix-input")
+                        remix_info = gr.Markdown(elem_classes="jb-info")
+                        strength = gr.Slider(0, 1, value=0.5, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
+                        with gr.Accordion("Context (optional): music whose end comes before the input", open=False):
+                            context = gr.Audio(label="Context", sources=["upload"], type="filepath", buttons=["download"])
+                        remix_button = gr.Button("Remix", variant="primary", elem_id="jb-run-remix")
+                    with gr.Tab("Generate", id="Generate", elem_id="jb-tab-generate"):
+                        generate_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds", elem_id="jb-generate-seconds")
+                        generate_button = gr.Button("Generate", variant="primary", elem_id="jb-run-generate")
+
+                with gr.Row():
+                    seed = gr.Number(value=pipe.settings.seed, precision=0, label="Seed", minimum=0, scale=3)
+                    dice = gr.Button("🎲", scale=0, min_width=60, elem_id="jb-dice")
+                    batch = gr.Slider(1, MAX_TAKES, value=1, step=1, label="Takes (generated together)", scale=4, elem_id="jb-batch")
+                with gr.Accordion("Advanced: sampling settings (defaults: the bundle's own)", open=False):
+                    preset = gr.Dropdown(list(_PRESET_CHOICES), value="the bundle's own", label="Start from")
+                    with gr.Row():
+                        levels = gr.CheckboxGroup(list(SAMPLING_STAGES), value=defaults[0], label="Stages to run (coarsest first)")
+                        noise_style = gr.Dropdown(list(NOISE_STYLES), value=defaults[1], label="Noise style")
+                        noise_step = gr.Number(value=defaults[2], label="Noise step", minimum=0, maximum=1)
+                    with gr.Row():
+                        window_multiplier = gr.Number(value=defaults[3], precision=0, minimum=1, label="Base windows per pass")
+                        crossfade = gr.Dropdown(list(CROSSFADES), value=defaults[4], label="Crossfade")
+                        crossfade_samples = gr.Number(value=defaults[5], precision=0, minimum=0, label="Crossfade samples")
+                    advanced: list[gr.components.Component] = [levels, noise_style, noise_step, window_multiplier, crossfade, crossfade_samples]
+                    for index, name in enumerate(SAMPLING_STAGES):
+                        start = len(_GLOBAL_FIELDS) + 4 * index
+                        with gr.Accordion(f"Stage {name}", open=False), gr.Row():
+                            advanced += [
+                                gr.Number(value=defaults[start], precision=0, minimum=1, label="Steps"),
+                                gr.Number(value=defaults[start + 1], minimum=0, label="Guidance"),
+                                gr.Slider(0, 0.99, value=defaults[start + 2], step=0.01, label="Init strength (fraction of steps skipped)"),
+                                gr.Dropdown(list(SAMPLERS), value=defaults[start + 3], label="Sampler"),
+                            ]
+
+            with gr.Column(scale=6, min_width=400):
+                with gr.Row():
+                    progress = gr.HTML(elem_id="jb-progress")
+                    stop = gr.Button("Stop", variant="stop", scale=0, min_width=100, elem_id="jb-stop")
+                status = gr.Markdown(elem_id="jb-status")
+
+                takes = []
+                with gr.Row(equal_height=False):
+                    for take in range(MAX_TAKES):
+                        with gr.Column(visible=take == 0, min_width=260, elem_id=f"jb-take{take + 1}") as column:
+                            takes.append({
+                                "column": column,
+                                "audio": gr.Audio(label=f"Take {take + 1}", type="filepath", interactive=False, buttons=["download"], elem_id=f"jb-take{take + 1}-audio"),
+                                "image": gr.Image(label="Spectrogram", type="filepath", interactive=False, buttons=["download", "fullscreen"], elem_id=f"jb-take{take + 1}-image"),
+                                "files": gr.File(label="Download (WAV, FLAC, OGG, manifest)", file_count="multiple", interactive=False, elem_id=f"jb-take{take + 1}-files"),
+                                "use": gr.Button("Use as input", elem_id=f"jb-take{take + 1}-use"),
+                            })
+                with gr.Row():
+                    target = gr.Radio(["Continue", "Remix"], value="Continue", label="“Use as input” sends the take to", elem_id="jb-target")
+                with gr.Accordion("Manifest of the last run", open=False):
+                    manifest = gr.JSON(elem_id="jb-manifest")
 
         take_outputs = [c for take in takes for c in (take["column"], take["audio"], take["image"], take["files"])]
         outputs = [status, progress, *take_outputs, manifest]
@@ -388,6 +391,7 @@ def serve(
     folder = Path(outputs) if outputs else Path(tempfile.mkdtemp(prefix="jbdiff-studio-"))
     if not folder.is_dir():
         raise JbdiffError(f"{folder}: the output folder does not exist")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup requests to itself
     app = build_app(Studio(pipe, folder))
     app.queue(default_concurrency_limit=1)
     try:

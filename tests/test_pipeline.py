@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from jbdiff.core.audio import load_audio
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.synth import synth_music
 from jbdiff.metrics.codec import si_sdr
-from jbdiff.pipeline import Pipeline
+from jbdiff.pipeline import Pipeline, StageProgress
 from jbdiff.sampling_settings import SamplingSettings, StageSettings
 from jbdiff.window_sampler import WindowSampler
 
@@ -157,6 +158,29 @@ def test_an_interrupted_run_leaves_no_output(pipe: Pipeline, seed_audio: np.ndar
     with pytest.raises(KeyboardInterrupt):
         pipe.continue_(seed_audio, 44100, 1.0, settings=FAST, out=tmp_path / "o.wav")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_progress_callback_counts_every_stage_and_can_cancel(pipe: Pipeline, seed_audio: np.ndarray, tmp_path: Path) -> None:
+    seen: list[tuple[StageProgress, ...]] = []
+    pipe.remix(seed_audio, 44100, 0.5, settings=FAST.replace(batch=2), progress=seen.append)
+    first, last = seen[0], seen[-1]
+    passes = math.ceil(seed_audio.shape[1] / CHUNK)
+    assert [s.stage for s in last] == ["level2", "level1", "level0", "dance"]
+    per_pass = [FAST.level2.evaluations(0.5), *(FAST.stage(name).evaluations() for name in ("level1", "level0", "dance"))]
+    assert [s.total for s in last] == [passes * n for n in per_pass]  # the remix skips half of level 2's steps
+    assert all(s.done == 0 and s.remaining is None for s in first) and all(s.done == s.total and s.remaining == 0 for s in last)
+    assert len(seen) == 1 + sum(s.total for s in last)
+
+    class Stop(Exception):
+        pass
+
+    def cancel(stages: tuple[StageProgress, ...]) -> None:
+        if sum(s.done for s in stages) == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe.continue_(seed_audio, 44100, 1.0, settings=FAST.replace(batch=2), out=tmp_path / "o.flac", progress=cancel)
+    assert list(tmp_path.iterdir()) == []  # no take, no staging file, no png, no manifest
 
 
 def test_bad_requests_are_refused(pipe: Pipeline, seed_audio: np.ndarray, tmp_path: Path) -> None:

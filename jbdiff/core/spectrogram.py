@@ -39,6 +39,31 @@ class Marks:
     regions: Sequence[tuple[float, float]] = ()
 
 
+def mel_decibels(
+    audio_path: str | os.PathLike[str], *, width: int = 1000, n_fft: int = 2048, n_mels: int = 128, fmin: float = 20.0
+) -> tuple[np.ndarray, int, int]:
+    """(mel bands, columns) dB below the loudest bin (down to -80) of a file, its rate and length.
+
+    Channels are mixed. At most ``width`` columns, each one ``n_fft``-sample frame read by
+    seeking, so memory does not grow with the file's length.
+    """
+    import librosa
+
+    window = torch.hann_window(n_fft)
+    columns = []
+    with sf.SoundFile(audio_path) as handle:
+        rate, frames = handle.samplerate, handle.frames
+        filters = torch.from_numpy(librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=rate / 2))
+        count = max(1, min(width, frames // (n_fft // 4)))
+        for start in np.linspace(0, max(0, frames - n_fft), count).astype(int):
+            handle.seek(int(start))
+            frame = torch.from_numpy(handle.read(n_fft, dtype="float32", always_2d=True).mean(axis=1))
+            frame = torch.nn.functional.pad(frame, (0, n_fft - frame.shape[0]))
+            columns.append(filters @ torch.fft.rfft(frame * window).abs().square())
+    power = torch.stack(columns, dim=1)
+    return (10 * torch.log10(power / power.max().clamp_min(1e-20) + 1e-10)).clamp(-80, 0).numpy(), rate, frames
+
+
 _HZ_TICKS = (100, 250, 500, 1000, 2000, 4000, 8000, 16000)
 
 
@@ -56,8 +81,8 @@ def save_spectrogram_png(
 
     A mel (log-frequency) spectrogram with time in seconds, frequency in Hz, a colour bar in dB
     below the loudest bin, and ``marks`` drawn on it (seams dashed, the seed's end solid, edited
-    regions shaded). At most ``width`` columns, each one ``n_fft``-sample frame read by seeking,
-    so memory does not grow with the file's length. Written atomically; returns ``png_path``.
+    regions shaded); read in pieces as :func:`mel_decibels` reads. Written atomically; returns
+    ``png_path``.
     """
     import librosa
     import matplotlib
@@ -68,20 +93,7 @@ def save_spectrogram_png(
     from matplotlib.patches import Patch
 
     marks = marks or Marks()
-    window = torch.hann_window(n_fft)
-    columns = []
-    with sf.SoundFile(audio_path) as handle:
-        rate, frames = handle.samplerate, handle.frames
-        filters = torch.from_numpy(librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=rate / 2))
-        count = max(1, min(width, frames // (n_fft // 4)))
-        for start in np.linspace(0, max(0, frames - n_fft), count).astype(int):
-            handle.seek(int(start))
-            frame = torch.from_numpy(handle.read(n_fft, dtype="float32", always_2d=True).mean(axis=1))
-            frame = torch.nn.functional.pad(frame, (0, n_fft - frame.shape[0]))
-            columns.append(filters @ torch.fft.rfft(frame * window).abs().square())
-    power = torch.stack(columns, dim=1)
-    decibels = (10 * torch.log10(power / power.max().clamp_min(1e-20) + 1e-10)).clamp(-80, 0).numpy()
-
+    decibels, rate, frames = mel_decibels(audio_path, width=width, n_fft=n_fft, n_mels=n_mels, fmin=fmin)
     duration = frames / rate
     low, high = librosa.hz_to_mel(fmin), librosa.hz_to_mel(rate / 2)
     figure = Figure(figsize=(10, 3.6), dpi=100, layout="constrained")
