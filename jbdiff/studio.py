@@ -11,37 +11,33 @@ address by default and sends nothing anywhere (no analytics, no share link).
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import itertools
+import logging
 import os
+import queue
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+import gradio as gr
+import numpy as np
+import soundfile as sf
 
-import dataclasses  # noqa: E402
-import html  # noqa: E402
-import itertools  # noqa: E402
-import logging  # noqa: E402
-import queue  # noqa: E402
-import random  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-
-from jbdiff.core.audio import SAMPLE_RATE, AudioError, audio_info, load_audio  # noqa: E402
-from jbdiff.core.audio_stream import AudioStreamWriter  # noqa: E402
-from jbdiff.core.crossfade import CROSSFADES  # noqa: E402
-from jbdiff.core.errors import JbdiffError  # noqa: E402
-from jbdiff.core.noise import NOISE_STYLES  # noqa: E402
-from jbdiff.core.samplers import SAMPLERS  # noqa: E402
-from jbdiff.core.stages import SAMPLING_STAGES  # noqa: E402
-from jbdiff.pipeline import Generation, Pipeline, StageProgress  # noqa: E402
-from jbdiff.sampling_settings import PRESETS, SamplingSettings, StageSettings  # noqa: E402
+from jbdiff.core.audio import SAMPLE_RATE, audio_info, load_audio
+from jbdiff.core.audio_stream import AudioStreamWriter
+from jbdiff.core.crossfade import CROSSFADES
+from jbdiff.core.errors import JbdiffError
+from jbdiff.core.noise import NOISE_STYLES
+from jbdiff.core.samplers import SAMPLERS
+from jbdiff.core.stages import SAMPLING_STAGES
+from jbdiff.pipeline import Generation, Pipeline, StageProgress
+from jbdiff.sampling_settings import PRESETS, SamplingSettings, StageSettings
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +88,8 @@ def _progress_html(stages: tuple[StageProgress, ...], note: str = "") -> str:
             f'<progress value="{stage.done}" max="{max(stage.total, 1)}"></progress>'
             f'<span class="jb-count">{stage.done}/{stage.total} · {eta}</span></div>'
         )
-    known = [s.remaining for s in stages if s.done < s.total]
-    total = "" if not known or None in known else f"<div class='jb-total'>about {sum(known):.0f} s left</div>"  # type: ignore[arg-type]
+    left = [s.remaining for s in stages if s.done < s.total]
+    total = f"<div class='jb-total'>about {sum(t or 0.0 for t in left):.0f} s left</div>" if left and None not in left else ""
     return f"<div class='jb-progress'>{''.join(rows)}{total}<div class='jb-note'>{html.escape(note)}</div></div>"
 
 
@@ -193,6 +189,7 @@ class Studio:
                     yield {"status": note, "progress": ""}
                     return
         finally:
+            run.stop.set()  # a page that went away stops its job
             self._runs.pop(session, None)
 
     def stop(self, session: str) -> str:
@@ -387,6 +384,7 @@ def serve(
     outputs: str | None = None, block: bool = True,
 ) -> tuple[gr.Blocks, str]:
     """Load the bundle, start the app on ``host``:``port`` and print its address; returns (app, url)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no telemetry, no version check (the page's Blocks say so too)
     pipe = Pipeline.from_pretrained(model, device=device, dtype=dtype)
     folder = Path(outputs) if outputs else Path(tempfile.mkdtemp(prefix="jbdiff-studio-"))
     if not folder.is_dir():

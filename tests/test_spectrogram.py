@@ -10,7 +10,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from jbdiff.core.spectrogram import Marks, mel_decibels, save_spectrogram_png, spectrogram_image
+from jbdiff.core.spectrogram import (
+    Marks,
+    mel_decibels,
+    save_spectrogram_png,
+    spectrogram_image,
+)
 
 
 def test_a_tone_is_one_bright_row_near_the_bottom() -> None:
