@@ -232,7 +232,7 @@ def build_app(studio: Studio) -> gr.Blocks:
     """The page: moves in tabs, shared settings, progress and Stop, takes side by side."""
     pipe = studio.pipe
     defaults = studio.settings_values(None)
-    with gr.Blocks(title="jbdiff studio", analytics_enabled=False) as app:
+    with gr.Blocks(title="jbdiff studio", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown(
             f"# jbdiff studio\nModel: `{pipe.path}` on {pipe.device} · results are also saved in `{studio.outputs}`"
         )

@@ -101,6 +101,11 @@ def test_a_six_channel_96k_upload_is_continued_as_the_cli_would(tiny_bundle: Pat
     assert Path(take["image"]).stat().st_size > 10_000
 
 
+def test_the_command_listens_on_this_machine_only_by_default() -> None:
+    args = cli.build_parser().parse_args(["studio"])
+    assert (args.host, args.port, args.model, args.func) == ("127.0.0.1", 7860, None, cli.cmd_studio)
+
+
 # ---- the browser ---------------------------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
