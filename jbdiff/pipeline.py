@@ -34,7 +34,7 @@ from jbdiff.core.audio_stream import AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader
 from jbdiff.core.device import resolve_device, resolve_dtype
 from jbdiff.core.errors import JbdiffError
-from jbdiff.core.spectrogram import save_spectrogram_png
+from jbdiff.core.spectrogram import Marks, save_spectrogram_png
 from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.window_sampler import WindowSampler
 from levels.codec import Codec
@@ -283,9 +283,9 @@ class Pipeline:
         seams = ([job.lead] if job.lead else []) + [s for s in seams if s < job.lead + job.total]
         manifest = self._manifest(command, settings, sampler, job, seams, time.perf_counter() - started, extra, paths)
         if out is not None:
-            passes_at = [s / SAMPLE_RATE for s in seams if s != job.lead]
+            marks = Marks(seams=[s / SAMPLE_RATE for s in seams if s != job.lead], seed_end=job.lead / SAMPLE_RATE if job.lead else None)
             for path in paths:
-                save_spectrogram_png(path, path.with_suffix(".png"), seams=passes_at, seed_end=job.lead / SAMPLE_RATE if job.lead else None)
+                save_spectrogram_png(path, path.with_suffix(".png"), marks)
             with atomic_path(Path(out).with_suffix(".json")) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=2))
             return Generation(None, SAMPLE_RATE, seams, manifest, paths=paths, stages=stages)

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from jbdiff.core.spectrogram import (
+    Marks,
     mel_decibels,
     save_spectrogram_png,
     spectrogram_image,
@@ -57,7 +58,7 @@ def test_the_mel_image_puts_a_tone_in_its_band_and_reads_a_long_file_in_pieces(t
 def test_the_png_has_axes_and_marks(tmp_path: Path) -> None:
     path = tmp_path / "clip.wav"
     sf.write(path, np.random.default_rng(0).normal(0, 0.1, (44100 * 3, 2)).astype(np.float32), 44100)
-    png = save_spectrogram_png(path, tmp_path / "clip.png", seams=[1.5, 2.5], seed_end=1.0, regions=[(2.0, 2.4)])
+    png = save_spectrogram_png(path, tmp_path / "clip.png", Marks(seams=[1.5, 2.5], seed_end=1.0, regions=[(2.0, 2.4)]))
     from matplotlib import image
 
     assert image.imread(png).shape[:2] == (360, 1000)

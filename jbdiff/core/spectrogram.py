@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,15 @@ def spectrogram_image(audio: torch.Tensor, n_fft: int = 1024) -> torch.Tensor:
     decibels = 20 * torch.log10(spec / spec.max().clamp_min(1e-8) + 1e-8)
     image = decibels.clamp(-80, 0).add(80).div(80).flip(1)
     return image.reshape(1, -1, image.shape[-1])
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What a spectrogram marks, in seconds: seams between passes, the seed's end, edited regions."""
+
+    seams: Sequence[float] = ()
+    seed_end: float | None = None
+    regions: Sequence[tuple[float, float]] = ()
 
 
 def mel_decibels(
@@ -60,10 +70,8 @@ _HZ_TICKS = (100, 250, 500, 1000, 2000, 4000, 8000, 16000)
 def save_spectrogram_png(
     audio_path: str | os.PathLike[str],
     png_path: str | os.PathLike[str],
+    marks: Marks | None = None,
     *,
-    seams: Sequence[float] = (),
-    seed_end: float | None = None,
-    regions: Sequence[tuple[float, float]] = (),
     width: int = 1000,
     n_fft: int = 2048,
     n_mels: int = 128,
@@ -72,9 +80,9 @@ def save_spectrogram_png(
     """Write a readable spectrogram PNG of an audio file (channels mixed), reading it in pieces.
 
     A mel (log-frequency) spectrogram with time in seconds, frequency in Hz, a colour bar in dB
-    below the loudest bin, and marks in seconds: ``seams`` between passes (dashed), the
-    ``seed_end`` (solid) and ``regions`` an edit regenerated ((start, end), shaded). Read in
-    pieces as :func:`mel_decibels` reads; written atomically; returns ``png_path``.
+    below the loudest bin, and ``marks`` drawn on it (seams dashed, the seed's end solid, edited
+    regions shaded); read in pieces as :func:`mel_decibels` reads. Written atomically; returns
+    ``png_path``.
     """
     import librosa
     import matplotlib
@@ -84,6 +92,7 @@ def save_spectrogram_png(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    marks = marks or Marks()
     decibels, rate, frames = mel_decibels(audio_path, width=width, n_fft=n_fft, n_mels=n_mels, fmin=fmin)
     duration = frames / rate
     low, high = librosa.hz_to_mel(fmin), librosa.hz_to_mel(rate / 2)
@@ -99,16 +108,16 @@ def save_spectrogram_png(
     axes.set_ylabel("frequency (Hz)")
     figure.colorbar(shown, ax=axes, label="dB (below the peak)", pad=0.01)
     legend = []
-    for start, end in regions:
+    for start, end in marks.regions:
         axes.axvspan(start, end, facecolor="#3fd0ff", alpha=0.25, edgecolor="#3fd0ff", linewidth=1.5)
-    if regions:
+    if marks.regions:
         legend.append(Patch(facecolor="#3fd0ff", alpha=0.4, label="edited region"))
-    for seam in seams:
+    for seam in marks.seams:
         axes.axvline(seam, color="white", linestyle="--", linewidth=1.0, alpha=0.9)
-    if seams:
+    if marks.seams:
         legend.append(Line2D([], [], color="white", linestyle="--", label="seam between passes"))
-    if seed_end is not None:
-        axes.axvline(seed_end, color="#7CFC00", linewidth=2.0)
+    if marks.seed_end is not None:
+        axes.axvline(marks.seed_end, color="#7CFC00", linewidth=2.0)
         legend.append(Line2D([], [], color="#7CFC00", linewidth=2.0, label="end of the seed"))
     if legend:
         axes.legend(handles=legend, loc="upper right", fontsize="small", framealpha=0.6, facecolor="#333333", labelcolor="white")
