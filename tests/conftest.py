@@ -48,19 +48,16 @@ def tiny_codec() -> Codec:
     return codec
 
 
-def _random_stage(module: torch.nn.Module, folder: Path, name: str, model_section: dict) -> Path:
-    from jbdiff.core.stage_io import save_stage
-
-    return save_stage(module, folder / name, name, {"model": model_section, "sample_rate": 44100})
-
-
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_codec: Codec) -> Path:
     """A model bundle of every stage at the ``tiny`` sizes, with random weights."""
     from jbdiff.bundle import export_bundle
-    from jbdiff.core.config import from_dict, load_yaml, to_dict
+    from jbdiff.core.config import from_dict, load_yaml
+    from jbdiff.core.stage_io import save_stage
+    from jbdiff.core.stages import stage_level
     from levels.codec_io import save_codec
-    from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
+    from levels.latent_denoiser import DenoiserConfig, LatentDenoiser, denoiser_section
+    from upsampler.dance_refiner import dance_section
     from upsampler.dance_unet import DanceConfig, DanceUNet
 
     root = tmp_path_factory.mktemp("tiny_bundle")
@@ -68,9 +65,10 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_codec: Codec) -> 
     runs = {"codec": save_codec(tiny_codec, root / "codec")}
     for stage in ("level2", "level1", "level0"):
         cfg = from_dict(DenoiserConfig, load_yaml(ROOT / "configs" / stage / "tiny.yaml")["model"], stage)
-        runs[stage] = _random_stage(LatentDenoiser(cfg), root, stage, to_dict(cfg))
+        section = denoiser_section(cfg, stage_level(stage), tiny_codec.fingerprint(), steps=None)
+        runs[stage] = save_stage(LatentDenoiser(cfg), root / stage, stage, section)
     dance_cfg = from_dict(DanceConfig, load_yaml(ROOT / "configs" / "dance" / "tiny.yaml")["model"], "dance")
-    runs["dance"] = _random_stage(DanceUNet(dance_cfg), root, "dance", to_dict(dance_cfg))
+    runs["dance"] = save_stage(DanceUNet(dance_cfg), root / "dance", "dance", dance_section(dance_cfg, steps=None))
     fast = {  # few steps, one base window per pass: the bundle's recommended settings, for quick runs
         "level2": {"steps": 3, "guidance": 2.0}, "level1": {"steps": 3, "init_strength": 0.34},
         "level0": {"steps": 2, "init_strength": 0.5}, "dance": {"steps": 2, "init_strength": 0.5},

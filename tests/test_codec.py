@@ -11,6 +11,7 @@ import yaml
 from conftest import synth_music
 
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.stage_io import file_sha256
 from levels.codec import Codec, decoder_radius, encoder_radius
 from levels.codec_io import load_codec, save_codec
 
@@ -411,6 +412,10 @@ def test_load_codec_from_a_bundle(tiny_codec: Codec, tmp_path) -> None:
     folder = save_codec(tiny_codec, tmp_path / "bundle")
     section = yaml.safe_load((folder / CODEC_YAML).read_text())
     (folder / CODEC_YAML).unlink()
+    (folder / "bundle.yaml").write_text(yaml.safe_dump({"codec": section, "diffusion": {}}))
+    with pytest.raises(JbdiffError, match="stage codec records no sha256 digest"):
+        load_codec(folder)
+    section["sha256"] = file_sha256(folder / "codec.safetensors")
     (folder / "bundle.yaml").write_text(yaml.safe_dump({"codec": section, "diffusion": {}}))
     assert load_codec(folder).fingerprint() == tiny_codec.fingerprint()
     (folder / "bundle.yaml").write_text(yaml.safe_dump({"diffusion": {}}))

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from jbdiff.core.audio import save_audio
 from jbdiff.core.config import to_dict
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.stage_io import file_sha256
 from jbdiff.core.synth import synth_music
 from jbdiff.train import train_dance
 from tests.conftest import ROOT, cpu_fit
@@ -115,7 +116,8 @@ def test_load_dance_round_trip(stereo_dir: Path, fast_config: Path, tmp_path: Pa
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     shutil.copy(run / "dance.safetensors", bundle)
-    (bundle / "bundle.yaml").write_text(yaml.safe_dump({"dance": yaml.safe_load((run / "dance.yaml").read_text())}))
+    section = {**yaml.safe_load((run / "dance.yaml").read_text()), "sha256": file_sha256(bundle / "dance.safetensors")}
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump({"dance": section}))
     assert torch.equal(_outputs(load_dance(bundle)), _outputs(loaded))
     with pytest.raises(JbdiffError, match="not found"):
         load_dance(tmp_path / "missing")

@@ -261,6 +261,26 @@ def test_load_strict_names_wrong_shapes() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = _state(model)
     state["layer.weight"] = torch.zeros(3, 2)
-    with pytest.raises(JbdiffError, match=r"x\.pt: tensor shapes do not match the model \(layer\.weight \(3, 2\) vs \(2, 3\)\)"):
+    with pytest.raises(JbdiffError, match=r"x\.pt: tensor shapes do not match the model \(1 of 7; first layer\.weight: \(3, 2\) in the file, \(2, 3\) in the model\)"):
+        load_strict(model, state, "x.pt")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_load_strict_shape_refusal_is_short_however_many_differ() -> None:
+    model = nn.Sequential(*(nn.Linear(4, 4) for _ in range(30)))
+    state = {k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) for k, v in model.state_dict().items()}
+    with pytest.raises(JbdiffError) as info:
+        load_strict(model, state, "w.safetensors", model="the level1 model that bundle.yaml describes")
+    message = str(info.value)
+    assert message == ("w.safetensors: tensor shapes do not match the level1 model that bundle.yaml describes "
+                       "(60 of 60; first 0.weight: (5, 4) in the file, (4, 4) in the model)")
+
+
+def test_load_strict_refuses_non_finite_weights() -> None:
+    model = Tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = _state(model)
+    state["norm.running_var"][0] = float("inf")
+    with pytest.raises(JbdiffError, match=r"x\.pt: tensor norm\.running_var holds NaN or infinite values"):
         load_strict(model, state, "x.pt")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -78,8 +78,12 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module``, refusing any missing, unexpected or misshapen key by name."""
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, *, model: str = "the model") -> None:
+    """Load ``state`` into ``module``, refusing missing, unexpected, misshapen or non-finite tensors.
+
+    ``model`` names the receiving side in the refusal (e.g. "the level1 model that bundle.yaml
+    describes"); each refusal is one sentence.
+    """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -89,10 +93,17 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
             parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
-        raise JbdiffError(f"{source}: does not match the model ({'; '.join(parts)})")
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+        raise JbdiffError(f"{source}: does not match {model} ({'; '.join(parts)})")
+    wrong = [k for k, v in expected.items() if state[k].shape != v.shape]
     if wrong:
-        raise JbdiffError(f"{source}: tensor shapes do not match the model ({_names(wrong, 4)})")
+        first = wrong[0]
+        raise JbdiffError(
+            f"{source}: tensor shapes do not match {model} ({len(wrong)} of {len(expected)}; "
+            f"first {first}: {tuple(state[first].shape)} in the file, {tuple(expected[first].shape)} in the model)"
+        )
+    damaged = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if damaged is not None:
+        raise JbdiffError(f"{source}: tensor {damaged} holds NaN or infinite values, so these weights cannot be used")
     module.load_state_dict(state, strict=True)
 
 
