@@ -81,8 +81,8 @@ def save_spectrogram_png(
 
     A mel (log-frequency) spectrogram with time in seconds, frequency in Hz, a colour bar in dB
     below the loudest bin, and ``marks`` drawn on it (seams dashed, the seed's end solid, edited
-    regions shaded); read in pieces as :func:`mel_decibels` reads. Written atomically; returns
-    ``png_path``.
+    regions between two lines with a bar along the top); read in pieces as :func:`mel_decibels`
+    reads. Written atomically; returns ``png_path``.
     """
     import librosa
     import matplotlib
@@ -109,9 +109,11 @@ def save_spectrogram_png(
     figure.colorbar(shown, ax=axes, label="dB (below the peak)", pad=0.01)
     legend = []
     for start, end in marks.regions:
-        axes.axvspan(start, end, facecolor="#3fd0ff", alpha=0.25, edgecolor="#3fd0ff", linewidth=1.5)
+        axes.axvspan(start, end, ymin=0.96, ymax=1.0, color="#3fd0ff")
+        for edge in (start, end):
+            axes.axvline(edge, color="#3fd0ff", linewidth=1.5)
     if marks.regions:
-        legend.append(Patch(facecolor="#3fd0ff", alpha=0.4, label="edited region"))
+        legend.append(Patch(color="#3fd0ff", label="edited region"))
     for seam in marks.seams:
         axes.axvline(seam, color="white", linestyle="--", linewidth=1.0, alpha=0.9)
     if marks.seams:
