@@ -192,9 +192,16 @@ def _similarity(reference: _Clip, candidate: _Clip, name: str) -> dict[str, Any]
     return values
 
 
+def _pitch_classes(notes: pitch.Transcription) -> str:
+    """The pitch classes holding at least a tenth of a clip's notes, e.g. ``C E G``."""
+    return " ".join(mm.PITCH_CLASSES[pc] for pc in sorted(pitch.top_pitch_classes(notes.profile)))
+
+
 def _signal(clip: _Clip, seams: Sequence[int]) -> dict[str, Any]:
-    """Notes and tonalness, seams within the clip, silence, clipping and level."""
-    notes = {} if clip.notes is None else {"note_density": clip.notes.note_density, "tonalness": clip.tonalness}
+    """Notes, tonalness and main pitch classes, seams within the clip, silence, clipping and level."""
+    notes = {}
+    if clip.notes is not None:
+        notes = {"note_density": clip.notes.note_density, "tonalness": clip.tonalness, "pitch_classes": _pitch_classes(clip.notes)}
     return {
         **notes,
         "seam_windows": mm.seam_discontinuity(clip.audio, SAMPLE_RATE, seams),
@@ -299,7 +306,7 @@ def _summary(
             **{
                 metric: _mean([file[name][metric] for file in per_file])
                 for metric in per_file[0][name]
-                if metric != "key"
+                if not isinstance(per_file[0][name][metric], str)
             },
         }
         for name in names
@@ -387,6 +394,7 @@ def evaluate_continuation(
                 "start_seconds": start,
                 "seed": seed + index,
                 "seed_key": str(seed_clip.key),
+                **({} if seed_clip.notes is None else {"seed_pitch_classes": _pitch_classes(seed_clip.notes)}),
                 "generated_seams": seams,
                 "conditions": conditions,
             }

@@ -30,6 +30,7 @@ from jbdiff.evaluate_generation import (
     report_markdown,
     write_report,
 )
+from jbdiff.metrics.music import PITCH_CLASSES
 
 SR = SAMPLE_RATE
 WINDOW = 2 * SR  # the stand-in's window length: a seam every 2 s
@@ -168,6 +169,8 @@ def test_note_metrics_tell_music_from_noise(continuation: dict[str, Any]) -> Non
     assert real["note_density"] > 1.0 > noise["note_density"]
     for file in continuation["files"]:
         assert set(file["conditions"]["generated"]) >= {"pitch_class_seed", "pitch_class_real", "note_density", "tonalness"}
+        assert file["seed_pitch_classes"] and file["conditions"]["real"]["pitch_classes"]
+        assert set(file["conditions"]["real"]["pitch_classes"].split()) <= set(PITCH_CLASSES)
 
 
 def test_continuation_is_reproducible_per_seed(
