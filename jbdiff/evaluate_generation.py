@@ -237,6 +237,12 @@ def _stage_ladder(result: Any, samples: int) -> dict[str, np.ndarray]:
     return ladder
 
 
+def _sampling_seconds(result: Any) -> dict[str, float]:
+    """How long the run took (``wall``) and its seconds per stage, from its manifest (none without)."""
+    manifest = getattr(result, "manifest", None) or {}
+    return {**({"wall": manifest["wall_s"]} if "wall_s" in manifest else {}), **manifest.get("timings_s", {})}
+
+
 @torch.no_grad()
 def _codec_reconstruction(codec: Any, audio: np.ndarray, level: int) -> np.ndarray:
     """The codec's encode-decode of mono ``audio`` ``(1, samples)`` at ``level``."""
@@ -396,6 +402,7 @@ def evaluate_continuation(
                 "seed_key": str(seed_clip.key),
                 **({} if seed_clip.notes is None else {"seed_pitch_classes": _pitch_classes(seed_clip.notes)}),
                 "generated_seams": seams,
+                "sampling_s": _sampling_seconds(result),
                 "conditions": conditions,
             }
         )

@@ -288,6 +288,7 @@ def test_end_to_end_with_the_real_pipeline(tiny_bundle: Path, tmp_path: Path) ->
     assert "after_level2" not in report["summary"]  # one stage: no ladder
     assert report["summary"]["codec_level2"]["fd_real"] is not None
     file = report["files"][0]
+    assert file["sampling_s"]["wall"] > 0 and set(file["sampling_s"]) == {"wall", "level2", "codec"}
     assert file["generated_seams"] and all(0 < s < 1.5 * SR for s in file["generated_seams"])
     generated, real = report["summary"]["generated"], report["summary"]["real"]
     assert real["fd_real"] == pytest.approx(0.0, abs=1e-6)
