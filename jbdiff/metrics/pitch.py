@@ -115,6 +115,12 @@ def _session(path: str, threads: int) -> Any:
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def _threads() -> int:
+    """onnxruntime's thread count: ``OMP_NUM_THREADS`` when it is a number, else its own default (0)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
 def _model_input(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mono float32 ``(samples,)`` at the model's rate."""
     mono = mono_signal(audio)
@@ -134,8 +140,7 @@ def posteriorgrams(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.
     for row, start in enumerate(starts):
         piece = padded[start : start + WINDOW]
         windows[row, : len(piece), 0] = piece
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    session = _session(str(model_path()), threads)
+    session = _session(str(model_path()), _threads())
     notes, onsets = [], []
     for lo in range(0, len(windows), _BATCH):
         note, onset = session.run([_NOTE, _ONSET], {_INPUT: windows[lo : lo + _BATCH]})
