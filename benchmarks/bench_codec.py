@@ -1,10 +1,14 @@
 """Codec speed and memory on this CPU, for the Jukebox 5b VQ-VAE architecture.
 
-Usage: ``python benchmarks/bench_codec.py [--json OUT] [--quick]``
+Usage: ``python benchmarks/bench_codec.py [--json OUT] [--quick] [--reference-only] [--threads N]``
 
 Weights are random and the codebooks are drawn from one training-mode forward pass on a
 short synthetic clip: speed and memory depend on the architecture, not on the weights.
 
+* Side by side with the reference (``jukebox-infer``, the test dependency) holding the same
+  weights, in this process, turn by turn on the same input: encode and decode rates of both
+  at each level, the number of differing codes and the largest difference of decoded audio
+  (``--threads``, default 1, so both sides see the same load).
 * Speed: encode and decode of each level on synthetic music, as multiples of real time
   (median of 3 runs, after one warm-up).
 * Memory: each length runs in a fresh process that reports its resident memory after
@@ -76,6 +80,83 @@ def bench_speed(codec: Codec, seconds: float) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def build_reference(codec: Codec, samples: int) -> Any:
+    """jukebox-infer's VQ-VAE (5b hyperparameters) holding ``codec``'s weights and codebooks."""
+    from jukebox_infer.hparams import setup_hparams
+    from jukebox_infer.make_models import make_vqvae
+
+    hps = setup_hparams("vqvae", {"restore_vqvae": "", "sample_length": samples})
+    reference = make_vqvae(hps, "cpu")
+    reference.load_state_dict(codec.vqvae.state_dict())
+    return reference.eval()
+
+
+def bench_reference(codec: Codec, seconds: float) -> list[dict[str, Any]]:
+    """Ours beside the reference on ``seconds`` of synthetic music: rates, code and audio differences."""
+    audio = torch.from_numpy(synth_music(seconds))[None]
+    audio = audio[..., : audio.shape[-1] // max(codec.hops) * max(codec.hops)]
+    reference = build_reference(codec, audio.shape[-1])
+    time_major = audio.transpose(1, 2).contiguous()
+    rows = []
+    with torch.no_grad():
+        for level, hop in enumerate(codec.hops):
+            def ref_encode(level: int = level) -> torch.Tensor:
+                return reference.encode(time_major, start_level=level, end_level=level + 1)[0]
+
+            def ref_decode(codes: torch.Tensor, level: int = level) -> torch.Tensor:
+                return reference.decode([codes], start_level=level, end_level=level + 1).transpose(1, 2)
+
+            ours_codes, ref_codes = codec.encode_codes(audio, levels=[level])[level], ref_encode()
+            ours_audio, ref_audio = codec.decode_codes(level, ref_codes), ref_decode(ref_codes)
+            times: dict[str, list[float]] = {"encode": [], "ref_encode": [], "decode": [], "ref_decode": []}
+            for _ in range(RUNS):  # turn by turn, so a change of load hits both sides alike
+                for name, work in (
+                    ("encode", functools.partial(codec.encode_codes, audio, levels=[level])),
+                    ("ref_encode", ref_encode),
+                    ("decode", functools.partial(codec.decode_codes, level, ref_codes)),
+                    ("ref_decode", functools.partial(ref_decode, ref_codes)),
+                ):
+                    start = time.perf_counter()
+                    work()
+                    times[name].append(time.perf_counter() - start)
+            median = {name: statistics.median(values) for name, values in times.items()}
+            rows.append(
+                {
+                    "level": level,
+                    "hop": hop,
+                    **{f"{name}_x_realtime": seconds / value for name, value in median.items()},
+                    "encode_speedup": median["ref_encode"] / median["encode"],
+                    "decode_speedup": median["ref_decode"] / median["decode"],
+                    "codes_differing": int((ours_codes != ref_codes).sum()),
+                    "codes": ref_codes.numel(),
+                    "audio_max_abs_diff": float((ours_audio - ref_audio).abs().max()),
+                    "audio_peak": float(ref_audio.abs().max()),
+                }
+            )
+    return rows
+
+
+def format_reference(rows: list[dict[str, Any]], seconds: float, threads: int, load: tuple[float, float]) -> str:
+    """The side-by-side table."""
+    lines = [
+        (
+            f"Ours vs jukebox-infer, same weights, {seconds:g} s of synthetic music, {threads} torch thread(s),"
+            f" median of {RUNS} turn-by-turn runs (x real time); load average {load[0]:.1f} before, {load[1]:.1f} after"
+        ),
+        "",
+        "| level | encode ours | encode ref | speed-up | decode ours | decode ref | speed-up | codes differing | audio max abs diff (peak) |",
+        "|------:|------------:|-----------:|---------:|------------:|-----------:|---------:|----------------:|--------------------------:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['level']:>5} | {row['encode_x_realtime']:>11.2f} | {row['ref_encode_x_realtime']:>10.2f}"
+            f" | {row['encode_speedup']:>7.2f}x | {row['decode_x_realtime']:>11.2f} | {row['ref_decode_x_realtime']:>10.2f}"
+            f" | {row['decode_speedup']:>7.2f}x | {row['codes_differing']:>6} of {row['codes']:<6}"
+            f" | {row['audio_max_abs_diff']:.2e} ({row['audio_peak']:.2f}) |"
+        )
+    return "\n".join(lines)
 
 
 def memory_child(seconds: float) -> dict[str, Any]:
@@ -193,10 +274,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="3 s speed clip; memory at 30 s vs 60 s instead of 1 vs 10 min"
     )
+    parser.add_argument("--reference-only", action="store_true", help="only the side-by-side with jukebox-infer")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the side-by-side (default 1)")
     parser.add_argument("--memory-child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
         print(json.dumps(memory_child(args.memory_child)))
+        return
+
+    speed_seconds = 3.0 if args.quick else 10.0
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    side_by_side = bench_reference(build_codec(), speed_seconds)
+    load_after = os.getloadavg()
+    print(format_reference(side_by_side, speed_seconds, args.threads, (load_before[0], load_after[0])), "\n")
+    reference = {
+        "seconds": speed_seconds, "threads": args.threads, "load_average_before": load_before,
+        "load_average_after": load_after, "levels": side_by_side,
+    }
+    if args.reference_only:
+        write_result(args.json, {"machine": machine_info(load_before), "reference": reference})
         return
 
     torch.set_num_threads(threads())
@@ -204,7 +301,6 @@ def main(argv: list[str] | None = None) -> None:
     # Memory first, while this process is small: a child's ru_maxrss starts at least at the peak of its parent.
     runs = [bench_memory(seconds) for seconds in ((30.0, 60.0) if args.quick else (60.0, 600.0))]
     codec = build_codec()
-    speed_seconds = 3.0 if args.quick else 10.0
     speed = bench_speed(codec, speed_seconds)
     result = {
         "machine": machine_info(load_before),
@@ -216,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             "growth_ratio": runs[1]["growth_mb"] / runs[0]["growth_mb"],
         },
         "notes": notes(codec.chunk_seconds),
+        "reference": reference,
     }
     print(format_tables(result))
     write_result(args.json, result)
