@@ -1,6 +1,6 @@
 """UNet1d vs audio-diffusion-pytorch ``UNetV0``: training-step time and peak memory on this machine.
 
-Usage: ``python benchmarks/bench_unet.py [--json OUT] [--quick] [--lengths N ...] [--batch B] [--timeout S]``
+Usage: ``python benchmarks/bench_unet.py [--json OUT] [--quick] [--lengths N ...] [--batch B] [--timeout S] [--device cpu|cuda]``
 
 Three variants, side by side, with the Jukebox-Diffusion v1 level-2 architecture on latents of
 length 768, 3072 and 12288 and a cross-attention context of 1536 x 64 (``--quick``: length 768
@@ -20,6 +20,9 @@ A training step is: forward, ``mean(out**2)``, backward (random weights, train m
   after round, so a change of load on a shared machine hits all three alike; the best step
   of each is compared. Where a length has no timing rounds (12288), the step of the memory
   process is the timing (one step each).
+* ``--device cuda``: the same on the GPU; memory is the CUDA allocator's peak during the step
+  minus what it held before it (``torch.cuda.max_memory_allocated``), and every timing waits
+  for the GPU.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import machine_info, peak_mb, rss_mb, write_result
+from harness import MB, machine_info, peak_mb, rss_mb, write_result
 from torch import nn
 
 from jbdiff.core.unet import UNet1d, UNetConfig
@@ -56,40 +59,56 @@ def threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def build(variant: str, config: str) -> nn.Module:
+def build(variant: str, config: str, device: torch.device) -> nn.Module:
     """One variant with random weights (seed 0), in train mode."""
     torch.manual_seed(0)
     kwargs = CONFIGS[config]
     if variant == "reference":
-        return reference_unet(**kwargs).train()
-    return UNet1d(UNetConfig(**kwargs, gradient_checkpointing=variant == "ours+ckpt")).train()
+        return reference_unet(**kwargs).train().to(device)
+    return UNet1d(UNetConfig(**kwargs, gradient_checkpointing=variant == "ours+ckpt")).train().to(device)
 
 
-def stepper(model: nn.Module, config: str, batch: int) -> Callable[[int], float]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stepper(model: nn.Module, config: str, batch: int, device: torch.device) -> Callable[[int], float]:
     """A function running one training step at a given length and returning its wall time."""
     kwargs = CONFIGS[config]
     gen = torch.Generator().manual_seed(1)
-    time_ = torch.rand(batch, generator=gen)
-    embedding = torch.randn(batch, CONTEXT_LENGTH, kwargs["embedding_features"], generator=gen)
+    time_ = torch.rand(batch, generator=gen).to(device)
+    embedding = torch.randn(batch, CONTEXT_LENGTH, kwargs["embedding_features"], generator=gen).to(device)
 
     def step(length: int) -> float:
-        x = torch.randn(batch, kwargs["in_channels"], length, generator=gen)
+        x = torch.randn(batch, kwargs["in_channels"], length, generator=gen).to(device)
+        _sync(device)
         start = time.perf_counter()
         model(x, time_, embedding=embedding).square().mean().backward()
+        _sync(device)
         return time.perf_counter() - start
 
     return step
 
 
-def memory_child(variant: str, config: str, length: int, batch: int) -> dict[str, Any]:
+def _memory_mb(device: torch.device, peak: bool) -> float:
+    if device.type == "cuda":
+        return (torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)) / MB
+    return peak_mb() if peak else rss_mb()
+
+
+def memory_child(variant: str, config: str, length: int, batch: int, device: torch.device) -> dict[str, Any]:
     """Peak memory growth of one step, in this fresh process."""
     torch.set_num_threads(threads())
-    model = build(variant, config)
-    step = stepper(model, config, batch)
+    model = build(variant, config, device)
+    step = stepper(model, config, batch, device)
     step(WARMUP_LENGTH)
-    baseline, peak_before = rss_mb(), peak_mb()
+    peak_before = _memory_mb(device, peak=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    baseline = _memory_mb(device, peak=False)
     seconds = step(length)
-    peak = peak_mb()
+    peak = _memory_mb(device, peak=True)
     return {
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "step_s": seconds,
@@ -97,14 +116,14 @@ def memory_child(variant: str, config: str, length: int, batch: int) -> dict[str
         "peak_before_mb": peak_before,
         "peak_mb": peak,
         "growth_mb": peak - baseline,
-        "growth_is_lower_bound": peak <= peak_before,
+        "growth_is_lower_bound": device.type == "cpu" and peak <= peak_before,
     }
 
 
-def timing_child(config: str, length: int, batch: int, rounds: int) -> dict[str, list[float]]:
+def timing_child(config: str, length: int, batch: int, rounds: int, device: torch.device) -> dict[str, list[float]]:
     """Step times of the three variants, alternating, ``rounds`` rounds, in this fresh process."""
     torch.set_num_threads(threads())
-    steps = {variant: stepper(build(variant, config), config, batch) for variant in VARIANTS}
+    steps = {variant: stepper(build(variant, config, device), config, batch, device) for variant in VARIANTS}
     for step in steps.values():
         step(WARMUP_LENGTH)
     times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
@@ -127,15 +146,15 @@ def child(args: list[str], timeout: float | None) -> dict[str, Any]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def bench_length(config: str, length: int, batch: int, timeout: float | None) -> list[dict[str, Any]]:
+def bench_length(config: str, length: int, batch: int, timeout: float | None, device: str) -> list[dict[str, Any]]:
     """The three rows (one per variant) of one length."""
     rows = []
     for variant in VARIANTS:
-        memory = child(["memory", variant, config, str(length), str(batch)], timeout)
+        memory = child(["memory", variant, config, str(length), str(batch), device], timeout)
         rows.append({"variant": variant, "length": length, "batch": batch, **memory})
         print(f"memory {variant} @ {length}: {memory.get('growth_mb', memory.get('error'))}", file=sys.stderr, flush=True)
     rounds = ROUNDS.get(length, 0)
-    timing = child(["time", config, str(length), str(batch), str(rounds)], timeout) if rounds else {}
+    timing = child(["time", config, str(length), str(batch), str(rounds), device], timeout) if rounds else {}
     for row in rows:
         if "error" in timing:
             row["timing_error"] = timing["error"]
@@ -187,24 +206,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lengths", type=int, nargs="+", help="latent lengths (default 768 3072 12288)")
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1: CPU)")
     parser.add_argument("--timeout", type=float, help="seconds allowed per child process (default: none)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the steps run (default cpu)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         kind, *rest = args.child
         if kind == "memory":
-            variant, config, length, batch = rest
-            print(json.dumps(memory_child(variant, config, int(length), int(batch))))
+            variant, config, length, batch, device = rest
+            print(json.dumps(memory_child(variant, config, int(length), int(batch), torch.device(device))))
         else:
-            config, length, batch, rounds = rest
-            print(json.dumps(timing_child(config, int(length), int(batch), int(rounds))))
+            config, length, batch, rounds, device = rest
+            print(json.dumps(timing_child(config, int(length), int(batch), int(rounds), torch.device(device))))
         return
 
     config = "jbdiff_v1_half" if args.quick else "jbdiff_v1"
     lengths = args.lengths or ([768] if args.quick else [768, 3072, 12288])
     load_before = os.getloadavg()
-    rows = [row for length in lengths for row in bench_length(config, length, args.batch, args.timeout)]
+    rows = [row for length in lengths for row in bench_length(config, length, args.batch, args.timeout, args.device)]
     result = {
         "config": config,
+        "device": args.device,
         "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in CONFIGS[config].items()},
         "batch": args.batch,
         "context_length": CONTEXT_LENGTH,

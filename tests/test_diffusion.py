@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -76,7 +77,7 @@ def _x0(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def _orders(errors: list[float]) -> list[float]:
-    return [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    return [math.log2(a / b) for a, b in itertools.pairwise(errors)]
 
 
 def test_dpm_update_local_error_has_the_order_of_the_solver_plus_one() -> None:
