@@ -252,7 +252,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", help="sampling steps: one number for every stage, or per stage as 2=50,1=18,0=8,dance=20")
     p.add_argument("--guidance", help="classifier-free guidance scale, e.g. 2=4,1=2,0=1.3")
     p.add_argument("--init-strength", dest="init_strength", help="fraction of each stage's steps skipped, e.g. 1=0.67,0=0.5,dance=0.23")
-    p.add_argument("--sampler", help="dpm (DPM-Solver++) or v (the reference sampler), for every stage or e.g. 2=v")
+    p.add_argument("--sampler", help="dpm (DPM-Solver++(2M)), dpm3 (DPM-Solver++(3M)) or v (the reference sampler), for every stage or e.g. 2=dpm3")
     p.add_argument("--noise-style", dest="noise_style", choices=NOISE_STYLES, help="starting noise of consecutive windows (default: random)")
     p.add_argument("--noise-step", dest="noise_step", type=float, help="step size of the region and walk noise styles (default: 0.05)")
     p.add_argument("--window-multiplier", dest="window_multiplier", type=int, help="base windows generated per pass")
