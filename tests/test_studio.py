@@ -62,7 +62,7 @@ def _cli_error(path: Path, tmp_path: Path) -> str:
 
 def _finish(studio: Studio, call: Callable[..., Any], uploads: list[str | None]) -> dict[str, Any]:
     """The last update of one job (the generator the page streams)."""
-    updates = list(studio.job("Continue", call, lambda: studio.pipe.settings.replace(window_multiplier=1), uploads, "test"))
+    updates = list(studio.job("Continue", call, lambda: studio.pipe.settings, uploads, "test"))
     return updates[-1]
 
 
