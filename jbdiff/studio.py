@@ -397,8 +397,8 @@ def serve(
             server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True, footer_links=[],
             ssr_mode=False, pwa=False, mcp_server=False, css=_CSS, allowed_paths=[str(folder)],
         )
-    except OSError as error:
-        raise JbdiffError(f"cannot listen on {host}:{port} ({error}); pass another --port") from None
+    except OSError as error:  # gradio's own message names its environment variables
+        raise JbdiffError(f"cannot listen on {host}:{port} (in use, or not an address of this machine); pass another --port or --host") from error
     url = f"http://{host}:{app.server_port}/"
     print(f"jbdiff studio: open {url} in a browser (results are saved in {folder}); Ctrl-C stops it", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):

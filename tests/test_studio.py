@@ -26,6 +26,7 @@ import soundfile as sf
 
 from jbdiff import cli
 from jbdiff.core.audio import SAMPLE_RATE
+from jbdiff.core.errors import JbdiffError
 from jbdiff.pipeline import Pipeline
 from jbdiff.studio import Studio, describe_upload, serve
 from tests.conftest import ROOT
@@ -104,6 +105,15 @@ def test_a_six_channel_96k_upload_is_continued_as_the_cli_would(tiny_bundle: Pat
 def test_the_command_listens_on_this_machine_only_by_default() -> None:
     args = cli.build_parser().parse_args(["studio"])
     assert (args.host, args.port, args.model, args.func) == ("127.0.0.1", 7860, None, cli.cmd_studio)
+
+
+def test_a_busy_port_is_one_sentence(tiny_bundle: Path, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(JbdiffError, match=rf"^cannot listen on 127.0.0.1:{port} \(in use"):
+            serve(str(tiny_bundle), port=port, device="cpu", outputs=str(tmp_path), block=False)
 
 
 # ---- the browser ---------------------------------------------------------------------------------
