@@ -1,9 +1,10 @@
-"""Hierarchical sampling from a model bundle: continue a seed, remix a recording, generate.
+"""Hierarchical sampling from a model bundle: continue a seed, remix a recording, generate,
+and edit one: inpaint a region, extend it before or after, loop it, morph between two.
 
 ``Pipeline.from_pretrained(path)`` loads a bundle (by default the demo bundle shipped inside the
 package). Each method takes and returns float audio ``(channels, samples)`` with its sample
 rate; given ``out`` it streams the audio to that file instead (flat memory however long the
-piece) and writes a spectrogram PNG and a JSON manifest beside it. ``progress`` is ``True`` for a
+piece) and writes a spectrogram PNG (edited regions marked) and a JSON manifest beside it. ``progress`` is ``True`` for a
 tqdm bar per stage, or a callable that receives every stage's :class:`StageProgress` after each
 network evaluation; it may raise to cancel the run, which then leaves no file behind.
 """
@@ -17,7 +18,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,19 @@ from jbdiff.bundle import Stages, load_bundle
 from jbdiff.core.atomic import atomic_path
 from jbdiff.core.audio import SAMPLE_RATE, resample, to_mono
 from jbdiff.core.audio_stream import AudioStreamWriter
-from jbdiff.core.crossfade import Crossfader
+from jbdiff.core.crossfade import Crossfader, splice
 from jbdiff.core.device import resolve_device, resolve_dtype
 from jbdiff.core.errors import JbdiffError
+from jbdiff.core.noise import slerp
 from jbdiff.core.spectrogram import Marks, save_spectrogram_png
+from jbdiff.editing import Region, Span, pass_latents
 from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.window_sampler import WindowSampler
 from levels.codec import Codec
 
 Sink = Callable[[int, np.ndarray], None]
+LOOP_JOIN_SECONDS = 2.0  # the longest stretch around a loop's wrap point that is regenerated
+_BLOCK = 1 << 18  # samples per write when saving audio held in memory
 
 
 @dataclass(frozen=True)
@@ -166,19 +171,27 @@ class Pipeline:
         ``keep_stages`` also returns the continuation as it was after every stage
         (``Generation.stages``, without the seed), tapped from the same sampling run.
         """
+        return self._continue("continue", audio, sample_rate, seconds, include_seed, settings, out, progress, changes, keep_stages)
+
+    def _continue(
+        self, command: str, audio: np.ndarray | torch.Tensor, sample_rate: int, seconds: float, include_seed: bool,
+        settings: SamplingSettings | None, out: str | os.PathLike[str] | None, progress: bool | ProgressCallback, changes: dict[str, Any],
+        keep_stages: bool = False,
+    ) -> Generation:
         settings = self._settings(settings, changes, generating="continuing a seed")
         total = self._samples(seconds)
-        seed = self._model_input(audio, sample_rate, "seed").aligned(max(self.codec.hops))
+        whole = self._model_input(audio, sample_rate, "seed")
+        seed = whole.aligned(max(self.codec.hops))
         sampler = self._sampler(settings)
         sampler.prime(seed.mono())
-        seed_out = seed.with_channels(sampler.channels)
+        seed_out = whole.with_channels(sampler.channels)
         lead, previous = 0, None
         if include_seed:
             lead = seed_out.shape[-1]
             if lead >= sampler.overlap:
                 previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
         job = _Job(total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, keep_stages=keep_stages)
-        return self._render("continue", sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed})
+        return self._render(command, sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed})
 
     def generate(
         self,
@@ -222,6 +235,218 @@ class Pipeline:
         job = _Job(total=source.shape[-1], source=source.to(self.device), strength=strength)
         return self._render("remix", sampler, settings, job, out, progress, {"strength": strength, "context": context is not None})
 
+    def inpaint(
+        self,
+        audio: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        start: float,
+        end: float,
+        *,
+        fade: float | None = None,
+        jumps: int = 0,
+        settings: SamplingSettings | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool | ProgressCallback = False,
+        **changes: Any,
+    ) -> Generation:
+        """Regenerate ``audio`` between ``start`` and ``end`` seconds so that it joins what is around it.
+
+        Every stage keeps the input's own material outside the region (RePaint-style, with
+        ``jumps`` resamplings per step at the first level) with the music before as context;
+        the result is spliced in with equal-power fades of ``fade`` seconds outside the region
+        (default 0.05 s, at most the region's length), so that outside the region and its fades
+        the output is the input.
+        """
+        settings = self._settings(settings, changes, generating="inpainting")
+        source = self._model_input(audio, sample_rate, "input")
+        region = Region.from_seconds(start, end, fade, source.length, max(self.codec.hops), "input")
+        original = torch.from_numpy(source.samples)[None]
+        sampler = self._sampler(settings)
+        started = time.perf_counter()
+        takes, passes = self._inpainted(sampler, settings, original, region, jumps, progress)
+        run = _Run("inpaint", settings, sampler, source.length, region.end - region.start, passes, [region.start, region.end], time.perf_counter() - started)
+        extra = {"region": region.seconds(), "jumps": jumps}
+        return self._deliver(run, takes, out, extra, [(region.start / SAMPLE_RATE, region.end / SAMPLE_RATE)])
+
+    def extend(
+        self,
+        audio: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        *,
+        before: float | None = None,
+        after: float | None = None,
+        fade: float | None = None,
+        jumps: int = 0,
+        settings: SamplingSettings | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool | ProgressCallback = False,
+        **changes: Any,
+    ) -> Generation:
+        """``audio`` with new music ``after`` seconds past its end (a continuation that includes
+        it) or ``before`` seconds ahead of its start (inpainted with no left context, to lead
+        into it; faded into the input over ``fade`` seconds)."""
+        if (before is None) == (after is None):
+            raise JbdiffError("extend needs exactly one of before and after")
+        if after is not None:
+            return self._continue("extend", audio, sample_rate, after, True, settings, out, progress, changes)
+        assert before is not None
+        settings = self._settings(settings, changes, generating="extending")
+        source = self._model_input(audio, sample_rate, "input")
+        lead = self._samples(before)
+        original = torch.nn.functional.pad(torch.from_numpy(source.samples), (lead, 0))[None]
+        region = Region.from_seconds(0.0, lead / SAMPLE_RATE, fade, original.shape[-1], max(self.codec.hops), "before")
+        sampler = self._sampler(settings)
+        started = time.perf_counter()
+        takes, passes = self._inpainted(sampler, settings, original, region, jumps, progress)
+        run = _Run("extend", settings, sampler, original.shape[-1], lead, passes, [lead], time.perf_counter() - started)
+        extra = {"before": before, "region": region.seconds(), "jumps": jumps}
+        return self._deliver(run, takes, out, extra, [(0.0, lead / SAMPLE_RATE)])
+
+    def loop(
+        self,
+        audio: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        seconds: float,
+        *,
+        fade: float | None = None,
+        jumps: int = 0,
+        settings: SamplingSettings | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool | ProgressCallback = False,
+        **changes: Any,
+    ) -> Generation:
+        """``seconds`` of music, continuing ``audio``, whose end flows into its start (seamless on repeat).
+
+        The piece is continued from ``audio``, turned around its middle (second half first),
+        and the stretch around the resulting join (the wrap point, at most
+        ``LOOP_JOIN_SECONDS``) inpainted; turned back, the wrap point falls inside the
+        inpainted stretch and the inner join is the piece's own.
+        """
+        settings = self._settings(settings, changes, generating="looping")
+        source = self._model_input(audio, sample_rate, "input")
+        sampler = self._sampler(settings)
+        window = sampler.chunk // settings.window_multiplier
+        if source.length < window:
+            raise JbdiffError(f"input: {source.length / SAMPLE_RATE:.2f} s is shorter than one window ({window / SAMPLE_RATE:.2f} s)")
+        total, grain = self._samples(seconds), max(self.codec.hops)
+        if total < window:
+            raise JbdiffError(f"a loop must last at least one window ({window / SAMPLE_RATE:.2f} s), got {seconds:g} s")
+        started = time.perf_counter()
+        piece = self._continue("loop", source.samples, SAMPLE_RATE, seconds, False, settings, None, progress, {})
+        half = total // 2 // grain * grain
+        turned = torch.stack([torch.roll(torch.from_numpy(take), -half, -1) for take in piece.takes])
+        join = total - half
+        width = min(round(LOOP_JOIN_SECONDS * SAMPLE_RATE), total // 3) // 2
+        region = Region.from_seconds((join - width) / SAMPLE_RATE, (join + width) / SAMPLE_RATE, fade, total, grain, "loop")
+        takes, passes = self._inpainted(sampler, settings, turned, region, jumps, progress)
+        looped = [torch.roll(take, half, -1) for take in takes]
+        wrap = ((region.start + half) % total / SAMPLE_RATE, (region.end + half) % total / SAMPLE_RATE)
+        run = _Run("loop", settings, sampler, total, total, piece.manifest["passes"] + passes, [0], time.perf_counter() - started)
+        extra = {"seconds": seconds, "wrap_region": {"end_from": wrap[0], "start_until": wrap[1], "fade": region.fade / SAMPLE_RATE}, "jumps": jumps}
+        return self._deliver(run, looped, out, extra, [(wrap[0], total / SAMPLE_RATE), (0.0, wrap[1])])
+
+    def morph(
+        self,
+        a: np.ndarray | torch.Tensor,
+        b: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        clips: int,
+        *,
+        settings: SamplingSettings | None = None,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool | ProgressCallback = False,
+        **changes: Any,
+    ) -> Generation:
+        """One file of ``clips`` passes walking from recording ``a`` to ``b`` (same sample rate).
+
+        From each, one pass (after up to a context's worth of its start) is inverted to noise
+        at the first level by running the v-sampler backwards; clip k of n samples from the
+        noises slerped at t = k / (n - 1) with the histories (the context of every level)
+        blended linearly, the first level with the v-sampler, the later stages as usual.
+        The manifest reports each inversion's round-trip error.
+        """
+        if clips < 1:
+            raise JbdiffError(f"morph needs at least one clip, got {clips}")
+        settings = self._settings(settings, changes, generating="morphing")
+        settings = settings.replace(level2=dataclasses.replace(settings.level2, sampler="v"))
+        ends = [self._morph_end(x, sample_rate, what, settings, progress) for x, what in ((a, "A"), (b, "B"))]
+        started = time.perf_counter()
+        sampler = self._sampler(settings)
+        fader = Crossfader(sampler.overlap, settings.crossfade, total=clips * sampler.chunk)
+        pieces = []
+        with self._tracked(sampler, settings, clips, progress):
+            for k in range(clips):
+                t = k / (clips - 1) if clips > 1 else 0.5
+                sampler.mix(ends[0].sampler, ends[1].sampler, t)
+                pieces.append(fader.push(sampler.next_pass(noise=slerp(ends[0].noise, ends[1].noise, t))))
+            pieces.append(fader.flush())
+        takes = list(torch.cat(pieces, dim=-1).cpu())
+        seams = [k * sampler.chunk for k in range(1, clips)]
+        run = _Run("morph", settings, sampler, clips * sampler.chunk, clips * sampler.chunk, clips, seams, time.perf_counter() - started)
+        extra = {"clips": clips, "inversion_error": {"A": ends[0].error, "B": ends[1].error}}
+        return self._deliver(run, takes, out, extra, [])
+
+    def inversion_error(self, audio: np.ndarray | torch.Tensor, sample_rate: int, steps: int, **changes: Any) -> float:
+        """Relative RMS error of the first level's latents of one pass of ``audio`` after
+        inverting them to noise and sampling back in ``steps`` steps (v-sampler both ways)."""
+        settings = self._settings(None, changes, generating="inverting")
+        settings = settings.replace(level2=dataclasses.replace(settings.level2, steps=steps, sampler="v"))
+        return self._morph_end(audio, sample_rate, "input", settings, False).error
+
+    def _morph_end(
+        self, audio: np.ndarray | torch.Tensor, sample_rate: int, what: str, settings: SamplingSettings, progress: bool | ProgressCallback,
+    ) -> _MorphEnd:
+        """One end of a morph: a sampler primed on the music before its pass, the pass's
+        level-2 noise by inversion, and the round-trip error of that inversion."""
+        source = self._model_input(audio, sample_rate, what)
+        sampler = self._sampler(settings)
+        grain, model = max(self.codec.hops), self.stages.denoisers[2]
+        if source.length < sampler.chunk:
+            raise JbdiffError(
+                f"{what}: {source.length / SAMPLE_RATE:.2f} s is shorter than one pass ({sampler.chunk / SAMPLE_RATE:.2f} s, "
+                f"{settings.window_multiplier} window(s))"
+            )
+        context = model.cfg.context_length * self.codec.hops[2]
+        first = min(context, source.length - sampler.chunk) // grain * grain
+        mono = source.mono().to(self.device)
+        if context:
+            sampler.prime(torch.nn.functional.pad(mono[..., :first], (context - first, 0)))
+        latents = pass_latents(sampler, mono, first, 2).to(self.dtype)
+        condition = model.context_from(sampler.history[2].to(self.dtype))
+        stage = settings.level2
+        with tqdm(total=2 * stage.steps, desc=f"invert {what}", unit="step", disable=progress is not True, dynamic_ncols=True) as bar:
+            noise = model.invert(latents, condition, steps=stage.steps, guidance=stage.guidance, progress=bar.update)
+            back = model.generate(noise, condition, steps=stage.steps, guidance=stage.guidance, sampler="v", progress=bar.update)
+        error = float((back.float() - latents.float()).pow(2).mean().sqrt() / latents.float().pow(2).mean().sqrt().clamp_min(1e-12))
+        return _MorphEnd(sampler, noise, error)
+
+    def _inpainted(
+        self, sampler: WindowSampler, settings: SamplingSettings, original: torch.Tensor, region: Region, jumps: int, progress: bool | ProgressCallback,
+    ) -> tuple[list[torch.Tensor], int]:
+        """Each take (channels, samples) of ``original`` (1 or batch, channels, samples) with
+        ``region`` regenerated and spliced in; and the number of passes."""
+        length = original.shape[-1]
+        span = Span.plan(region, sampler, length)
+        mono = original.mean(dim=1, keepdim=True).to(self.device)
+        stereo = _channels(original, 2).to(self.device) if sampler.channels == 2 else None
+        if span.begin:
+            sampler.prime(mono[..., : span.begin])
+        fader = Crossfader(sampler.overlap, settings.crossfade, total=span.passes * span.chunk)
+        pieces = []
+        with self._tracked(sampler, settings, span.passes, progress, jumps=jumps):
+            for index in range(span.passes):
+                pieces.append(fader.push(sampler.next_pass(known=span.known(index, sampler, mono, stereo, jumps))))
+            pieces.append(fader.flush())
+        generated = torch.cat(pieces, dim=-1).cpu()
+        before, after = max(0, region.start - region.fade), min(length, region.end + region.fade)
+        outer = _channels(original, sampler.channels)
+        takes = []
+        for take in range(settings.batch):
+            source = outer[min(take, outer.shape[0] - 1)]
+            middle = splice(source[:, before:after], generated[take][:, before - span.begin : after - span.begin], region.start - before, after - region.end)
+            takes.append(torch.cat([source[:, :before], middle, source[:, after:]], dim=-1))
+        return takes, span.passes
+
     def _settings(self, settings: SamplingSettings | None, changes: dict[str, Any], *, generating: str = "") -> SamplingSettings:
         """``settings`` (default: the bundle's) with ``changes``; ``generating`` names a run that needs level 2."""
         settings = settings or self.settings
@@ -257,40 +482,77 @@ class Pipeline:
         extra: dict[str, Any],
     ) -> Generation:
         passes = math.ceil(job.total / sampler.chunk)
-        totals: dict[str, int] = {}
-        for name in settings.levels:
-            strength = job.strength if (job.source is not None and name == settings.levels[0]) else None
-            totals[name] = passes * settings.stage(name).evaluations(None if strength is None else 1.0 - strength)
-        tracker = _Progress(totals, progress)
-        sampler.progress = tracker.step
         started = time.perf_counter()
         takes: list[list[np.ndarray]] = [[] for _ in range(settings.batch)]
         paths = _take_paths(Path(out), settings.batch) if out is not None else []
         ladder = _StageLadder(sampler, job.total) if job.keep_stages else None
         try:
-            tracker.report()
-            if out is None:
-                self._stream(sampler, job, lambda take, piece: takes[take].append(piece))
-            else:
-                with contextlib.ExitStack() as stack:
-                    writers = [stack.enter_context(AudioStreamWriter(p, sampler.channels, SAMPLE_RATE)) for p in paths]
-                    self._stream(sampler, job, lambda take, piece: writers[take].write(piece))
+            with self._tracked(sampler, settings, passes, progress, strength=job.strength if job.source is not None else None):
+                if out is None:
+                    self._stream(sampler, job, lambda take, piece: takes[take].append(piece))
+                else:
+                    with contextlib.ExitStack() as stack:
+                        writers = [stack.enter_context(AudioStreamWriter(p, sampler.channels, SAMPLE_RATE)) for p in paths]
+                        self._stream(sampler, job, lambda take, piece: writers[take].write(piece))
         finally:
-            tracker.close()
             sampler.stage_audio = None
         stages = ladder.audio() if ladder is not None else {}
         seams = [job.lead + k * sampler.chunk for k in range(1, passes)]
         seams = ([job.lead] if job.lead else []) + [s for s in seams if s < job.lead + job.total]
-        manifest = self._manifest(command, settings, sampler, job, seams, time.perf_counter() - started, extra, paths)
-        if out is not None:
-            marks = Marks(seams=[s / SAMPLE_RATE for s in seams if s != job.lead], seed_end=job.lead / SAMPLE_RATE if job.lead else None)
-            for path in paths:
-                save_spectrogram_png(path, path.with_suffix(".png"), marks)
-            with atomic_path(Path(out).with_suffix(".json")) as tmp:
-                tmp.write_text(json.dumps(manifest, indent=2))
-            return Generation(None, SAMPLE_RATE, seams, manifest, paths=paths, stages=stages)
-        arrays = [np.concatenate(pieces, axis=-1) for pieces in takes]
-        return Generation(arrays[0], SAMPLE_RATE, seams, manifest, takes=arrays, stages=stages)
+        run = _Run(command, settings, sampler, job.lead + job.total, job.total, passes, seams, time.perf_counter() - started)
+        arrays = None if out is not None else [np.concatenate(pieces, axis=-1) for pieces in takes]
+        marks = Marks(seams=[s / SAMPLE_RATE for s in seams if s != job.lead], seed_end=job.lead / SAMPLE_RATE if job.lead else None)
+        return self._finish(run, extra, out, paths, arrays, marks, stages=stages)
+
+    @contextlib.contextmanager
+    def _tracked(
+        self, sampler: WindowSampler, settings: SamplingSettings, passes: int, progress: bool | ProgressCallback, *,
+        strength: float | None = None, jumps: int = 0,
+    ) -> Iterator[None]:
+        """Progress of every stage over ``passes`` passes (tqdm bars or the caller's callback)."""
+        totals: dict[str, int] = {}
+        for name in settings.levels:
+            first = name == settings.levels[0]
+            evaluations = settings.stage(name).evaluations(None if strength is None or not first else 1.0 - strength)
+            totals[name] = passes * evaluations * (jumps + 1 if first else 1)
+        tracker = _Progress(totals, progress)
+        sampler.progress = tracker.step
+        try:
+            tracker.report()
+            yield
+        finally:
+            tracker.close()
+
+    def _finish(
+        self, run: _Run, extra: dict[str, Any], out: str | os.PathLike[str] | None, paths: list[Path],
+        arrays: list[np.ndarray] | None, marks: Marks, stages: dict[str, np.ndarray] | None = None,
+    ) -> Generation:
+        """The manifest, and either the arrays returned or the files' spectrograms and manifest written."""
+        manifest = self._manifest(run, extra, paths)
+        stages = stages or {}
+        if out is None:
+            assert arrays is not None
+            return Generation(arrays[0], SAMPLE_RATE, run.seams, manifest, takes=arrays, stages=stages)
+        for path in paths:
+            save_spectrogram_png(path, path.with_suffix(".png"), marks)
+        with atomic_path(Path(out).with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2))
+        return Generation(None, SAMPLE_RATE, run.seams, manifest, paths=paths, stages=stages)
+
+    def _deliver(
+        self, run: _Run, takes: list[torch.Tensor], out: str | os.PathLike[str] | None, extra: dict[str, Any],
+        regions: list[tuple[float, float]],
+    ) -> Generation:
+        """Finished takes held in memory (channels, samples): returned, or written block by block."""
+        if out is None:
+            return self._finish(run, extra, None, [], [take.numpy() for take in takes], Marks(regions=regions))
+        paths = _take_paths(Path(out), len(takes))
+        with contextlib.ExitStack() as stack:
+            for path, take in zip(paths, takes):
+                writer = stack.enter_context(AudioStreamWriter(path, take.shape[0], SAMPLE_RATE))
+                for first in range(0, take.shape[-1], _BLOCK):
+                    writer.write(take[:, first : first + _BLOCK].numpy())
+        return self._finish(run, extra, out, paths, None, Marks(regions=regions))
 
     def _stream(self, sampler: WindowSampler, job: _Job, sink: Sink) -> None:
         batch = sampler.settings.batch
@@ -315,27 +577,24 @@ class Pipeline:
         latents = self.codec.encode(piece, [level])[level][..., -(sampler.chunk // self.codec.hops[level]) :]
         return latents.expand(sampler.settings.batch, -1, -1)
 
-    def _manifest(
-        self, command: str, settings: SamplingSettings, sampler: WindowSampler, job: _Job, seams: list[int],
-        wall: float, extra: dict[str, Any], paths: list[Path],
-    ) -> dict[str, Any]:
-        produced = job.total / SAMPLE_RATE * settings.batch
+    def _manifest(self, run: _Run, extra: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
+        produced = run.produced / SAMPLE_RATE * run.settings.batch
         return {
-            "command": command,
+            "command": run.command,
             **extra,
-            "settings": dataclasses.asdict(settings),
+            "settings": dataclasses.asdict(run.settings),
             "model": str(self.path),
             "fingerprints": self.fingerprints,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "sample_rate": SAMPLE_RATE,
-            "channels": sampler.channels,
-            "samples": job.lead + job.total,
-            "seams": seams,
-            "passes": math.ceil(job.total / sampler.chunk),
-            "timings_s": {name: round(value, 3) for name, value in sampler.timings.items()},
-            "wall_s": round(wall, 3),
-            "seconds_per_second": round(produced / wall, 4) if wall > 0 else None,
+            "channels": run.sampler.channels,
+            "samples": run.samples,
+            "seams": run.seams,
+            "passes": run.passes,
+            "timings_s": {name: round(value, 3) for name, value in run.sampler.timings.items()},
+            "wall_s": round(run.wall, 3),
+            "seconds_per_second": round(produced / run.wall, 4) if run.wall > 0 else None,
             "outputs": [str(p) for p in paths],
             "jbdiff_version": __version__,
             "torch_version": torch.__version__,
@@ -375,6 +634,20 @@ class _Progress:
             bar.close()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What a finished run reports: ``samples`` per take, ``produced`` of them generated."""
+
+    command: str
+    settings: SamplingSettings
+    sampler: WindowSampler
+    samples: int
+    produced: int
+    passes: int
+    seams: list[int]
+    wall: float
+
+
 @dataclass
 class _Job:
     """What a run produces: ``total`` new samples, after ``lead`` samples of seed when included."""
@@ -408,6 +681,22 @@ class _StageLadder:
         for stage, fader in self.faders.items():
             self.pieces[stage].append(fader.flush().detach().cpu().numpy()[0])
         return {stage: np.concatenate(pieces, axis=-1) for stage, pieces in self.pieces.items()}
+
+
+@dataclass(frozen=True)
+class _MorphEnd:
+    """One end of a morph: its primed sampler, its inverted noise and the inversion's error."""
+
+    sampler: WindowSampler
+    noise: torch.Tensor
+    error: float
+
+
+def _channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
+    """(batch, channels, samples) mixed down to mono, or a mono input duplicated to stereo."""
+    if channels == 1:
+        return audio.mean(dim=1, keepdim=True) if audio.shape[1] > 1 else audio
+    return audio[:, :channels] if audio.shape[1] >= channels else audio.expand(-1, channels, -1)
 
 
 def _emit(sink: Sink, audio: torch.Tensor) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,29 @@ def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
     """The last ``length`` entries of ``x`` along its last axis, zero-padded on the left."""
     x = x[..., max(0, x.shape[-1] - length) :]
     return F.pad(x, (length - x.shape[-1], 0))
+
+
+@dataclass(frozen=True)
+class Known:
+    """What an edit keeps in one pass (inpainting): the rest of the pass is generated to fit it.
+
+    ``latents[level]`` (batch or 1, channels, the pass's frames at that level) holds where
+    ``masks[level]`` (1 or batch, 1, frames; True = keep) says; ``audio`` (batch or 1, 2,
+    overlap + pass samples) and ``audio_mask`` do the same for the Dance stage, from
+    ``overlap`` samples before the pass. ``jumps``: RePaint resamplings per step at the first level.
+    """
+
+    latents: dict[int, torch.Tensor] = field(default_factory=dict)
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)
+    audio: torch.Tensor | None = None
+    audio_mask: torch.Tensor | None = None
+    jumps: int = 0
+
+    def at(self, level: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ``known`` / ``known_mask`` arguments for ``level`` (none when nothing is kept there)."""
+        if level not in self.latents:
+            return {}
+        return {"known": self.latents[level].to(like).expand_as(like), "known_mask": self.masks[level].to(like.device)}
 
 
 class WindowSampler:
@@ -100,7 +124,7 @@ class WindowSampler:
         return 2 if self.stages.dance is not None and DANCE_STAGE in self.settings.levels else 1
 
     def prime(self, audio: torch.Tensor) -> None:
-        """Fill every level's history from audio (1, 1, samples) that precedes the piece (a seed).
+        """Fill every level's history from audio (1 or batch, 1, samples) that precedes the piece (a seed).
 
         The audio must end on the coarsest latent grid (a whole number of coarsest hops).
         """
@@ -119,12 +143,30 @@ class WindowSampler:
             self.above[level] = _left_pad(audio, self.encode_margin[level]).expand(batch, -1, -1)
         self.mono_tail = _left_pad(audio, self.overlap).expand(batch, -1, -1)
 
-    def next_pass(self, init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+    def mix(self, a: WindowSampler, b: WindowSampler, t: float) -> None:
+        """Take as history the linear blend (1 - t) * a's + t * b's (both primed alike): for morphing."""
+        for level in self.levels:
+            self.history[level] = torch.lerp(a.history[level], b.history[level], t)
+        for level in self.above:
+            self.above[level] = torch.lerp(a.above[level], b.above[level], t)
+        self.mono_tail = torch.lerp(a.mono_tail, b.mono_tail, t)
+
+    def next_pass(
+        self,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
+        *,
+        known: Known | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The audio (batch, channels, overlap + chunk) of the next pass.
 
         With ``init`` (the first level's latents of this stretch of an input, for remix) the
-        first level re-noises it to ``strength`` and denoises; without, it generates.
+        first level re-noises it to ``strength`` and denoises; without, it generates, from
+        ``noise`` when given (else the next of the noise style). ``known`` inpaints: every
+        stage keeps what it holds and generates the rest.
         """
+        known = known or Known()
         audio = None
         for index, level in enumerate(self.levels):
             model = self.stages.denoisers[level]
@@ -135,8 +177,11 @@ class WindowSampler:
             started = self._tick()
             if index == 0 and level == self.stages.codec.levels - 1:
                 source = None if init is None else init.to(self.dtype)
-                noise = self.noise.next().to(self.dtype)
-                z = generate_next_window(model, previous, noise, init=source, init_strength=1.0 - strength, **options)
+                start_noise = (self.noise.next() if noise is None else noise.expand(self.settings.batch, -1, -1)).to(self.dtype)
+                z = generate_next_window(
+                    model, previous, start_noise, init=source, init_strength=1.0 - strength,
+                    jumps=known.jumps, generator=self.noise_generator, **known.at(level, start_noise), **options,
+                )
             else:
                 if index == 0:
                     assert init is not None, "only a remix may start below the coarsest level"
@@ -145,7 +190,7 @@ class WindowSampler:
                     assert audio is not None
                     start, init_strength = self._encode_new(level, audio, started).to(self.dtype), stage.init_strength
                     started = self._tick()
-                z = upsample_window(model, start, previous, init_strength=init_strength, **options)
+                z = upsample_window(model, start, previous, init_strength=init_strength, **known.at(level, start), **options)
             self._tock(stage_name(level), started)
             keep = self._context(level) + self.decode_margin[level] + math.ceil(self.overlap / self.hops[level])
             self.history[level] = torch.cat([self.history[level][..., -keep:], z.float()], dim=-1)
@@ -158,7 +203,7 @@ class WindowSampler:
         assert audio is not None
         if self.channels == 1:
             return audio
-        stereo = self._refine(audio)
+        stereo = self._refine(audio, known)
         if self.stage_audio is not None:
             self.stage_audio(DANCE_STAGE, stereo)
         return stereo
@@ -184,16 +229,19 @@ class WindowSampler:
         self._tock("codec", started)
         return _left_pad(audio, self.chunk + before)  # silence before a piece's start, as the codec decodes it
 
-    def _refine(self, mono: torch.Tensor) -> torch.Tensor:
+    def _refine(self, mono: torch.Tensor, known: Known) -> torch.Tensor:
         """The Dance stage: stereo audio of the pass (and the overlap before it) from its mono audio."""
         assert self.stages.dance is not None
         stage = self.settings.stage(DANCE_STAGE)
         piece = torch.cat([self.mono_tail, mono], dim=-1)
         self.mono_tail = piece[..., piece.shape[-1] - self.overlap :]
+        keep: dict[str, torch.Tensor] = {}
+        if known.audio is not None and known.audio_mask is not None:
+            keep = {"known": known.audio.to(self.device, self.dtype).expand(piece.shape[0], 2, -1), "known_mask": known.audio_mask.to(self.device)}
         started = self._tick()
         stereo = refine_stereo(
             self.stages.dance, piece.to(self.dtype), steps=stage.steps, init_strength=stage.init_strength,
-            sampler=stage.sampler, generator=self.dance_generator, progress=self._counter(DANCE_STAGE),
+            sampler=stage.sampler, generator=self.dance_generator, progress=self._counter(DANCE_STAGE), **keep,
         )
         self._tock(DANCE_STAGE, started)
         return stereo.float()

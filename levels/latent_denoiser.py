@@ -18,7 +18,7 @@ from torch import nn
 
 from jbdiff.core.config import from_dict, to_dict
 from jbdiff.core.diffusion import VNetwork, v_loss
-from jbdiff.core.samplers import sample
+from jbdiff.core.samplers import invert, sample
 from jbdiff.core.stage_io import load_stage_weights, stage_section
 from jbdiff.core.unet import UNet1d, UNetConfig
 
@@ -71,6 +71,16 @@ class LatentDenoiser(nn.Module):
             raise ValueError(f"expected context shaped {expected}, got {tuple(context.shape)}")
         return context.transpose(1, 2), False
 
+    def _net_kwargs(self, context: torch.Tensor | None, like: torch.Tensor, guidance: float) -> dict[str, Any]:
+        """The UNet's keyword arguments at sampling time: the context embedding and guidance."""
+        embedding, unconditional = self._embedding(context, like.shape[0], like)
+        if embedding is None:
+            return {}
+        kwargs: dict[str, Any] = {"embedding": embedding, "embedding_mask_proba": 1.0 if unconditional else 0.0}
+        if not unconditional and guidance != 1.0:
+            kwargs["embedding_scale"] = guidance
+        return kwargs
+
     def context_from(self, previous: torch.Tensor | None) -> torch.Tensor | None:
         """The context for the next window from the latents before it (B, C, any length).
 
@@ -119,21 +129,39 @@ class LatentDenoiser(nn.Module):
         sampler: str = "dpm",
         init: torch.Tensor | None = None,
         init_strength: float = 0.0,
+        known: torch.Tensor | None = None,
+        known_mask: torch.Tensor | None = None,
+        jumps: int = 0,
+        generator: torch.Generator | None = None,
         progress: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """Sample latents per batch item from ``noise`` (or ``init`` at ``init_strength``).
 
         Usually one window long; a longer stretch (a multiple of the UNet's total factor) is
-        denoised in one call, still cross-attending to one context.
+        denoised in one call, still cross-attending to one context. ``known`` latents where
+        ``known_mask`` is True are kept and the rest inpainted (:func:`jbdiff.core.samplers.sample`).
         """
         self._check(noise, any_length=True)
-        embedding, unconditional = self._embedding(context, noise.shape[0], noise)
-        kwargs = {}
-        if embedding is not None:
-            kwargs = {"embedding": embedding, "embedding_mask_proba": 1.0 if unconditional else 0.0}
-            if not unconditional and guidance != 1.0:
-                kwargs["embedding_scale"] = guidance
-        return sample(self.net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, progress=progress, **kwargs)
+        kwargs = self._net_kwargs(context, noise, guidance)
+        return sample(
+            self.net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, known=known,
+            known_mask=known_mask, jumps=jumps, generator=generator, progress=progress, **kwargs,
+        )
+
+    @torch.no_grad()
+    def invert(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        steps: int = 50,
+        guidance: float = 1.0,
+        progress: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """The noise that :meth:`generate` with ``sampler="v"`` and the same context, steps and
+        guidance turns back into ``x`` (:func:`jbdiff.core.samplers.invert`)."""
+        self._check(x, any_length=True)
+        return invert(self.net, x, steps, progress=progress, **self._net_kwargs(context, x, guidance))
 
 
 def denoiser_section(cfg: DenoiserConfig, level: int, codec_fingerprint: str, steps: int | None) -> dict[str, Any]:

@@ -33,9 +33,14 @@ def refine_stereo(
     init_strength: float,
     sampler: str = "dpm",
     generator: torch.Generator,
+    known: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
     progress: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Re-noise ``audio`` (B, 1, T) or (B, 2, T) and denoise it with ``net`` into stereo (B, 2, T).
+
+    ``known`` stereo audio (B, 2, T) is kept where ``known_mask`` (B or 1, 1, T) is True and
+    the rest refined to fit it (inpainting).
 
     Mono input is duplicated onto both channels. The audio is zero-padded at the end to a
     length the net accepts (:func:`padded_length`) and trimmed back to T afterwards. The noise
@@ -59,7 +64,11 @@ def refine_stereo(
     stereo = audio.expand(-1, 2, -1)
     init = F.pad(stereo, (0, padded_length(cfg, length) - length))
     noise = torch.randn(init.shape, generator=generator, device=init.device, dtype=init.dtype)
-    out = sample(net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, progress=progress)
+    keep: dict[str, torch.Tensor] = {}
+    if known is not None and known_mask is not None:
+        pad = (0, init.shape[-1] - length)
+        keep = {"known": F.pad(known.to(init), pad), "known_mask": F.pad(known_mask.float(), pad) > 0.5}
+    out = sample(net, noise, steps, sampler=sampler, init=init, init_strength=init_strength, progress=progress, **keep)
     return out[:, :, :length]
 
 

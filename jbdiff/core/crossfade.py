@@ -1,4 +1,4 @@
-"""Crossfades between consecutive windows of generated audio, as a stream.
+"""Crossfades between consecutive windows of generated audio, as a stream, and splices.
 
 Each window arrives covering ``overlap`` samples before its own start (the stretch the previous
 window also covered); :class:`Crossfader` blends that stretch with the previous window's tail
@@ -70,3 +70,25 @@ class Crossfader:
         keep = min(self.remaining, audio.shape[-1])
         self.remaining -= keep
         return audio[..., :keep]
+
+
+def splice(original: torch.Tensor, generated: torch.Tensor, fade_in: int, fade_out: int) -> torch.Tensor:
+    """``generated`` set into ``original`` (same shape, (..., samples)) with equal-power fades.
+
+    The first ``fade_in`` samples fade from the original to the generated audio, the last
+    ``fade_out`` back; in between the result is ``generated``. Nothing outside is touched.
+    """
+    if original.shape != generated.shape:
+        raise ValueError(f"cannot splice audio shaped {tuple(generated.shape)} into {tuple(original.shape)}")
+    if fade_in + fade_out > original.shape[-1]:
+        raise ValueError(f"fades of {fade_in} and {fade_out} samples do not fit in {original.shape[-1]}")
+    out = generated.clone()
+    length = out.shape[-1]
+    if fade_in:
+        leave, enter = fade_curves("constant-power", fade_in, original.device)
+        out[..., :fade_in] = original[..., :fade_in] * leave + generated[..., :fade_in] * enter
+    if fade_out:
+        leave, enter = fade_curves("constant-power", fade_out, original.device)
+        tail = slice(length - fade_out, length)
+        out[..., tail] = generated[..., tail] * leave + original[..., tail] * enter
+    return out

@@ -1,4 +1,4 @@
-"""Starting noise for consecutive windows: random, constant, region or walk.
+"""Starting noise for consecutive windows (random, constant, region or walk) and slerp between noises.
 
 ``constant`` repeats one "home" noise; ``region`` draws each window near home
 (sqrt(1 - s^2) * home + s * fresh); ``walk`` steps from the previous window the same way, so
@@ -51,3 +51,20 @@ class WindowNoise:
         assert base is not None
         self._last = keep * base + self.step * self._fresh()
         return self._last
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1), per batch item.
+
+    Gaussian noises keep their norm along the way (a linear blend would shrink it);
+    nearly parallel tensors fall back to the linear blend.
+    """
+    flat_a, flat_b = a.flatten(1), b.flatten(1)
+    cosine = (flat_a * flat_b).sum(1) / (flat_a.norm(dim=1) * flat_b.norm(dim=1)).clamp_min(1e-12)
+    angle = torch.arccos(cosine.clamp(-1.0, 1.0))
+    sine = torch.sin(angle)
+    safe = sine > 1e-6
+    weight_a = torch.where(safe, torch.sin((1 - t) * angle) / sine.clamp_min(1e-6), torch.full_like(sine, 1 - t))
+    weight_b = torch.where(safe, torch.sin(t * angle) / sine.clamp_min(1e-6), torch.full_like(sine, t))
+    shape = (-1, *([1] * (a.dim() - 1)))
+    return weight_a.view(shape) * a + weight_b.view(shape) * b

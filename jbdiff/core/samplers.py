@@ -3,6 +3,14 @@
 All walk a linear sigma schedule from 1 to 0 in ``steps`` steps. Starting from an init at
 strength ``s`` skips the first ``round(s * steps)`` steps: the init is noised to the sigma
 where sampling resumes (s = 0: pure noise, the init is ignored; s = 1: the init is returned).
+
+Known-region conditioning (RePaint-style inpainting): given ``known`` latents and a
+``known_mask``, after every step the masked entries are replaced by ``known`` noised to the
+current sigma with the sampler's own starting noise (for a residual level, its start tensor:
+the path the model was trained on), so the rest is denoised to fit them; at sigma 0 they are
+``known`` exactly. ``jumps`` > 0 adds RePaint's resampling: each step is undone (re-noised
+with fresh noise) and redone that many times, so the generated part can react to the known
+part. :func:`invert` runs the v-sampler backwards (deterministic, eta 0) from data to noise.
 """
 
 from __future__ import annotations
@@ -37,11 +45,23 @@ def _denoise(net: VNetwork, x: torch.Tensor, sigma: torch.Tensor, kwargs: dict[s
     return alpha * x - beta * v, beta * x + alpha * v
 
 
-def _v_sampler(net: VNetwork, x: torch.Tensor, sigmas: torch.Tensor, kwargs: dict[str, Any], tick: Callable[[], None]) -> torch.Tensor:
+Project = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``project(x, sigma)``: x with its known entries put back at noise level ``sigma``."""
+
+
+def _unconstrained(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _v_step(net: VNetwork, x: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    x0, eps = _denoise(net, x, s, kwargs)
+    alpha, beta = alpha_beta(s_next)
+    return alpha * x0 + beta * eps
+
+
+def _v_sampler(net: VNetwork, x: torch.Tensor, sigmas: torch.Tensor, kwargs: dict[str, Any], tick: Callable[[], None], project: Project) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
-        x0, eps = _denoise(net, x, sigmas[i], kwargs)
-        alpha, beta = alpha_beta(sigmas[i + 1])
-        x = alpha * x0 + beta * eps
+        x = project(_v_step(net, x, sigmas[i], sigmas[i + 1], kwargs), sigmas[i + 1])
         tick()
     return x
 
@@ -83,7 +103,9 @@ def dpm_update(
     return (beta_next / alpha_beta(sigma)[1]) * x - alpha_next * torch.expm1(-h) * d + correction
 
 
-def _dpm_solver(net: VNetwork, x: torch.Tensor, sigmas: torch.Tensor, kwargs: dict[str, Any], tick: Callable[[], None], order: int) -> torch.Tensor:
+def _dpm_solver(
+    net: VNetwork, x: torch.Tensor, sigmas: torch.Tensor, kwargs: dict[str, Any], tick: Callable[[], None], project: Project, order: int
+) -> torch.Tensor:
     """DPM-Solver++(2M) or (3M) over ``sigmas`` (:func:`dpm_update`).
 
     Steps from sigma = 1 (lambda = -inf) and to sigma = 0 are first order; the history restarts after them.
@@ -100,21 +122,68 @@ def _dpm_solver(net: VNetwork, x: torch.Tensor, sigmas: torch.Tensor, kwargs: di
         else:
             x = dpm_update(x, s, s_next, x0, history, order)
             history = [*history[-1:], (_log_snr(s), x0)]
+        x = project(x, s_next)
         tick()
     return x
+
+
+def _keeping(known: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> Project:
+    """Put back ``known`` where ``mask`` is True, noised with ``noise`` to the given sigma."""
+
+    def project(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask, add_noise(known, noise, sigma).to(x.dtype), x)
+
+    return project
+
+
+def _renoise(x: torch.Tensor, s: torch.Tensor, s_back: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """x at ``s`` taken back up to ``s_back`` > s with fresh Gaussian noise (the forward process)."""
+    alpha, beta = alpha_beta(s)
+    alpha_back, beta_back = alpha_beta(s_back)
+    ratio = alpha_back / alpha
+    spread = torch.sqrt((beta_back**2 - (ratio * beta) ** 2).clamp_min(0.0))
+    return ratio * x + spread * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+Run = Callable[[VNetwork, torch.Tensor, torch.Tensor, dict[str, Any], Callable[[], None], Project], torch.Tensor]
+
+
+def _jumping(run: Run, jumps: int, generator: torch.Generator | None) -> Run:
+    """``run`` with RePaint's resampling: each step undone and redone ``jumps`` more times.
+
+    Every step is taken as a one-step run of the sampler (a multistep solver degrades to
+    first order), so the known part is projected in after each one.
+    """
+
+    def jumping(net: VNetwork, x: torch.Tensor, sigmas: torch.Tensor, kwargs: dict[str, Any], tick: Callable[[], None], project: Project) -> torch.Tensor:
+        for i in range(len(sigmas) - 1):
+            pair = sigmas[i : i + 2]
+            for repeat in range(jumps + 1):
+                x = run(net, x, pair, kwargs, tick, project)
+                if repeat < jumps and pair[1] > 0:
+                    x = _renoise(x, pair[1], pair[0], generator)
+        return x
+
+    return jumping
+
+
+def _solver(sampler: str) -> Run:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{sampler}'; use one of {', '.join(SAMPLERS)}")
+    if sampler == "v":
+        return _v_sampler
+    order = _ORDERS[sampler]
+    return lambda net, x, sigmas, kwargs, tick, project: _dpm_solver(net, x, sigmas, kwargs, tick, project, order)
 
 
 def integrate(
     net: VNetwork, x: torch.Tensor, sigmas: torch.Tensor, *, sampler: str = "dpm", progress: Callable[[], None] | None = None, **net_kwargs: Any
 ) -> torch.Tensor:
     """Solve from ``x`` at ``sigmas[0]`` through the decreasing ``sigmas`` (any, ending at 0 or not)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{sampler}'; use one of {', '.join(SAMPLERS)}")
+    run = _solver(sampler)
     tick = progress or (lambda: None)
     with torch.no_grad():
-        if sampler == "v":
-            return _v_sampler(net, x, sigmas, net_kwargs, tick)
-        return _dpm_solver(net, x, sigmas, net_kwargs, tick, _ORDERS[sampler])
+        return run(net, x, sigmas, net_kwargs, tick, _unconstrained)
 
 
 def sample(
@@ -125,15 +194,56 @@ def sample(
     sampler: str = "dpm",
     init: torch.Tensor | None = None,
     init_strength: float = 0.0,
+    known: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
+    jumps: int = 0,
+    generator: torch.Generator | None = None,
     progress: Callable[[], None] | None = None,
     **net_kwargs: Any,
 ) -> torch.Tensor:
     """Denoise ``noise`` (or ``init`` noised with it) to a sample; ``net_kwargs`` go to the net.
 
-    ``progress`` is called once per network evaluation.
+    With ``known`` (shaped like ``noise``) and ``known_mask`` (boolean, broadcastable to it,
+    True where ``known`` holds), the sample equals ``known`` there and the rest is inpainted;
+    ``jumps`` resamplings per step draw their noise from ``generator``. ``progress`` is
+    called once per network evaluation.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{sampler}'; use one of {', '.join(SAMPLERS)}")
+    run = _solver(sampler)
+    if (known is None) != (known_mask is None):
+        raise ValueError("known and known_mask go together")
+    if jumps < 0:
+        raise ValueError(f"jumps must be >= 0, got {jumps}")
     sigmas = schedule(steps, init_strength if init is not None else 0.0, noise.device)
     x = noise if init is None else add_noise(init, noise, sigmas[0])
-    return integrate(net, x, sigmas, sampler=sampler, progress=progress, **net_kwargs)
+    if known is None or known_mask is None:
+        return integrate(net, x, sigmas, sampler=sampler, progress=progress, **net_kwargs)
+    if known.shape != noise.shape:
+        raise ValueError(f"known latents shaped {tuple(known.shape)} do not match the noise {tuple(noise.shape)}")
+    project = _keeping(known, known_mask.to(device=noise.device, dtype=torch.bool), noise)
+    if jumps:
+        run = _jumping(run, jumps, generator)
+    tick = progress or (lambda: None)
+    with torch.no_grad():
+        return run(net, project(x, sigmas[0]), sigmas, net_kwargs, tick, project)
+
+
+def invert(
+    net: VNetwork,
+    x: torch.Tensor,
+    steps: int,
+    *,
+    progress: Callable[[], None] | None = None,
+    **net_kwargs: Any,
+) -> torch.Tensor:
+    """The noise that the v-sampler (eta 0) turns into ``x`` in ``steps`` steps: its ODE run backwards.
+
+    Sampling from the result with ``sampler="v"``, the same steps and ``net_kwargs`` gives
+    ``x`` back up to the discretisation error, which shrinks as ``steps`` grows.
+    """
+    sigmas = schedule(steps, 0.0, x.device).flip(0)
+    tick = progress or (lambda: None)
+    with torch.no_grad():
+        for i in range(len(sigmas) - 1):
+            x = _v_step(net, x, sigmas[i], sigmas[i + 1], net_kwargs)
+            tick()
+    return x
