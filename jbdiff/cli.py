@@ -231,10 +231,52 @@ def cmd_studio(args: argparse.Namespace) -> None:
     serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, outputs=args.outputs)
 
 
-def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+
+
+def cmd_inpaint(args: argparse.Namespace) -> None:
+    from jbdiff.core.audio import load_audio
+
+    audio = load_audio(args.input, channels=None)
+    _run_sampling(args, lambda pipe, settings: pipe.inpaint(
+        audio, SAMPLE_RATE, args.start, args.end, fade=args.fade, jumps=args.jumps, settings=settings, out=args.output,
+        progress=not args.no_progress))
+
+
+def cmd_extend(args: argparse.Namespace) -> None:
+    from jbdiff.core.audio import load_audio
+
+    audio = load_audio(args.input, channels=None)
+    _run_sampling(args, lambda pipe, settings: pipe.extend(
+        audio, SAMPLE_RATE, before=args.before, after=args.after, fade=args.fade, jumps=args.jumps, settings=settings,
+        out=args.output, progress=not args.no_progress))
+
+
+def cmd_loop(args: argparse.Namespace) -> None:
+    from jbdiff.core.audio import load_audio
+
+    audio = load_audio(args.input, channels=None)
+    _run_sampling(args, lambda pipe, settings: pipe.loop(
+        audio, SAMPLE_RATE, args.seconds, fade=args.fade, jumps=args.jumps, settings=settings, out=args.output,
+        progress=not args.no_progress))
+
+
+def cmd_morph(args: argparse.Namespace) -> None:
+    from jbdiff.core.audio import load_audio
+
+    a, b = load_audio(args.a, channels=None), load_audio(args.b, channels=None)
+    _run_sampling(args, lambda pipe, settings: pipe.morph(
+        a, b, SAMPLE_RATE, args.clips, settings=settings, out=args.output, progress=not args.no_progress))
+
+
+def _add_edit_options(p: argparse.ArgumentParser, fade: str) -> None:
+    p.add_argument("--fade", type=float, help=fade)
+    p.add_argument("--jumps", type=int, default=0, help="RePaint resamplings per step at the first level (default: 0; each one adds that level's cost again)")
+
+
+def _add_sampling_options(p: argparse.ArgumentParser, steps_flag: str = "--steps") -> None:
     p.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac or .ogg); a .png and a .json go beside it")
     p.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
-    _add_recipe_options(p)
+    _add_recipe_options(p, steps_flag)
     p.add_argument("--seed", type=int, help="random seed; the same seed on the same device gives the same audio (default: 0)")
     p.add_argument("--batch", type=int, help="takes generated together; more than one writes OUT_take1, OUT_take2, ...")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
@@ -242,14 +284,17 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
-def _add_recipe_options(p: argparse.ArgumentParser) -> None:
-    """How to sample (on top of the bundle's own settings): shared by the sampling and evaluation commands."""
+def _add_recipe_options(p: argparse.ArgumentParser, steps_flag: str = "--steps") -> None:
+    """How to sample (on top of the bundle's own settings): shared by the sampling and evaluation commands.
+
+    ``steps_flag`` names the sampling-steps option where a command uses ``--steps`` otherwise (morph).
+    """
     from jbdiff.core.crossfade import CROSSFADES
     from jbdiff.core.noise import NOISE_STYLES
 
     p.add_argument("--preset", choices=("default", "v1"), help="start from jbdiff's default recipe or Jukebox-Diffusion v1's (default: the bundle's own)")
     p.add_argument("--levels", help="stages to run, coarsest first: 2,1,0,dance (default), or e.g. 2,1 to stop at level 1")
-    p.add_argument("--steps", help="sampling steps: one number for every stage, or per stage as 2=50,1=18,0=8,dance=20")
+    p.add_argument(steps_flag, dest="steps", help="sampling steps: one number for every stage, or per stage as 2=50,1=18,0=8,dance=20")
     p.add_argument("--guidance", help="classifier-free guidance scale, e.g. 2=4,1=2,0=1.3")
     p.add_argument("--init-strength", dest="init_strength", help="fraction of each stage's steps skipped, e.g. 1=0.67,0=0.5,dance=0.23")
     p.add_argument("--sampler", help="dpm (DPM-Solver++(2M)), dpm3 (DPM-Solver++(3M)) or v (the reference sampler), for every stage or e.g. 2=dpm3")
@@ -355,6 +400,37 @@ def build_parser() -> argparse.ArgumentParser:
     std.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     std.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 for the diffusion stages (default: float32)")
     std.set_defaults(func=cmd_studio)
+
+    inp = sub.add_parser("inpaint", help="regenerate a region of a recording so that it joins what is around it")
+    inp.add_argument("input", help="audio file to edit")
+    inp.add_argument("--start", type=float, required=True, help="start of the region, seconds")
+    inp.add_argument("--end", type=float, required=True, help="end of the region, seconds (at most the file's end)")
+    _add_edit_options(inp, "equal-power fades either side of the region, seconds (default: 0.05, at most the region)")
+    _add_sampling_options(inp)
+    inp.set_defaults(func=cmd_inpaint)
+
+    ext = sub.add_parser("extend", help="add new music before the start or after the end of a recording")
+    ext.add_argument("input", help="audio file to extend")
+    side = ext.add_mutually_exclusive_group(required=True)
+    side.add_argument("--before", type=float, help="seconds of new music before the start, leading into it")
+    side.add_argument("--after", type=float, help="seconds of new music after the end (a continuation that includes the input)")
+    _add_edit_options(ext, "fade from the new music into the input with --before, seconds (default: 0.05)")
+    _add_sampling_options(ext)
+    ext.set_defaults(func=cmd_extend)
+
+    lp = sub.add_parser("loop", help="a piece continuing a recording whose end flows into its start")
+    lp.add_argument("input", help="audio file whose end the loop continues (at least one window long)")
+    lp.add_argument("--seconds", type=float, required=True, help="length of the loop, seconds")
+    _add_edit_options(lp, "fades around the regenerated wrap-around, seconds (default: 0.05)")
+    _add_sampling_options(lp)
+    lp.set_defaults(func=cmd_loop)
+
+    mo = sub.add_parser("morph", help="one file walking from recording A to recording B")
+    mo.add_argument("a", metavar="A", help="audio file to start from (at least one pass long)")
+    mo.add_argument("b", metavar="B", help="audio file to end at (at least one pass long)")
+    mo.add_argument("--steps", dest="clips", type=int, required=True, help="clips (passes) from A to B, both included")
+    _add_sampling_options(mo, steps_flag="--sampling-steps")
+    mo.set_defaults(func=cmd_morph)
 
     ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="target", required=True, metavar="TARGET")
     evc = ev.add_parser("codec", help="reconstruction metrics per level on a folder of audio")

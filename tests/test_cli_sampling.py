@@ -36,13 +36,13 @@ def test_continue_writes_audio_png_and_manifest(tiny_bundle: Path, seed_file: Pa
     assert code == 0 and f"wrote {out}" in stdout
     info = audio_info(out)
     assert info.channels == 2 and info.sample_rate == 44100
-    assert info.frames == 44032 + 22050  # the seed (resampled, trimmed to whole frames) + the continuation
+    assert info.frames == 44100 + 22050  # the whole seed (resampled) + the continuation
     assert out.with_suffix(".png").is_file()
     manifest = json.loads(out.with_suffix(".json").read_text())
     settings = manifest["settings"]
     assert settings["seed"] == 7 and settings["level2"] == {"steps": 3, "guidance": 3.0, "init_strength": 0.0, "sampler": "v"}
     assert settings["dance"]["init_strength"] == 0.5 and settings["window_multiplier"] == 1
-    assert manifest["include_seed"] is True and manifest["seams"][0] == 44032
+    assert manifest["include_seed"] is True and manifest["seams"][0] == 44100
 
 
 def test_generate_and_remix_with_level_subsets(tiny_bundle: Path, seed_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
