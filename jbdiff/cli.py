@@ -152,20 +152,29 @@ def cmd_eval_generation(args: argparse.Namespace) -> None:
     from jbdiff.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    common = {"settings": _sampling_settings(args, pipe.settings), "seconds": args.seconds,
+    common = {"settings": _sampling_settings(args, pipe.settings), "seconds": getattr(args, "seconds", None),
               "max_files": args.max_files, "seed": args.seed, "progress": not args.no_progress}
     if args.target == "continuation":
         report = ev.evaluate_continuation(args.data, pipe, seed_seconds=args.seed_seconds, **common)
+    elif args.target == "inpaint":
+        common.pop("seconds")
+        regions = _numbers("--regions", args.regions)
+        report = ev.evaluate_inpaint(
+            args.data, pipe, regions=regions, context_seconds=args.context_seconds, loop_seconds=args.loop_seconds, **common,
+        )
     else:
-        try:
-            strengths = [float(v) for v in args.strengths.split(",")]
-        except ValueError:
-            raise JbdiffError(f"--strengths: '{args.strengths}' is not a comma-separated list of numbers") from None
-        report = ev.evaluate_remix(args.data, pipe, strengths=strengths, **common)
+        report = ev.evaluate_remix(args.data, pipe, strengths=_numbers("--strengths", args.strengths), **common)
     print(ev.report_markdown(report))
     if args.json:
         written = ev.write_report(report, Path(args.json).with_suffix(""))
         print(f"report written to {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plot(s)")
+
+
+def _numbers(option: str, text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise JbdiffError(f"{option}: '{text}' is not a comma-separated list of numbers") from None
 
 
 def _sampling_settings(args: argparse.Namespace, defaults: Any) -> Any:
@@ -449,9 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
         evg.add_argument("--data", required=True, help="folder of audio files (held-out music)")
         evg.add_argument("--model", help="model bundle (default: the demo bundle shipped with jbdiff)")
         evg.add_argument("--json", help="write OUT.json, OUT.md (markdown table) and OUT_<metric>.png plots")
-        evg.add_argument("--seconds", type=float, default=20.0, help="seconds generated per file (default: 20)")
+        if target != "inpaint":
+            evg.add_argument("--seconds", type=float, default=20.0, help="seconds generated per file (default: 20)")
         if target == "continuation":
             evg.add_argument("--seed-seconds", type=float, default=10.0, help="seconds of seed, from one third in (default: 10)")
+        elif target == "inpaint":
+            evg.add_argument("--regions", default="1,3,10", help="lengths of the regions inpainted, seconds (default: 1,3,10)")
+            evg.add_argument("--context-seconds", type=float, default=6.0, help="seconds of music before each region, from one third in (default: 6)")
+            evg.add_argument("--loop-seconds", type=float, default=6.0, help="length of the loop whose wrap is measured; 0: none (default: 6)")
         else:
             evg.add_argument("--strengths", default="0.25,0.5,0.75,1", help="remix strengths (default: 0.25,0.5,0.75,1)")
         evg.add_argument("--max-files", type=int, help="evaluate at most this many files")

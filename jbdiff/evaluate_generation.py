@@ -1,4 +1,4 @@
-"""``jbdiff eval continuation`` and ``jbdiff eval remix``: do generated clips sound like music,
+"""``jbdiff eval continuation``, ``remix`` and ``inpaint``: do generated clips sound like music,
 and like the audio they came from?
 
 Continuation: from each track, a seed (``seed_seconds`` starting at ``start_fraction`` of the
@@ -13,6 +13,14 @@ from the one sampling run, to show where music is lost.
 Remix: from each track, a clip of ``seconds`` from ``start_fraction`` is remixed at every
 strength and compared with the input, giving one curve per metric; the input itself is the
 curve's first point.
+
+Inpaint: from each track, a clip of ``context_seconds`` + the longest region +
+``after_seconds`` (from ``start_fraction``) has a region of each length regenerated after the
+context; the region is compared with the real one, against baselines spliced in the same way:
+a plain continuation of the context (the naive edit), the real region, pink noise at its
+RMS, and the codec's reconstruction. Seams are measured at the region's start and end; a loop
+made from the context is measured at its wrap point (played twice), against the continuation
+it was made from played twice.
 
 Metrics (:mod:`jbdiff.metrics.music`; embeddings and tags from :mod:`jbdiff.metrics.musicnn`; notes
 from :mod:`jbdiff.metrics.pitch`): Fréchet distance between the musicnn embeddings of all clips
@@ -50,6 +58,7 @@ from jbdiff.core.audio import (
     mono_signal,
     resample,
 )
+from jbdiff.core.crossfade import splice
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.report import json_safe, markdown_table
 from jbdiff.core.stages import SAMPLING_STAGES
@@ -66,6 +75,7 @@ __all__ = [
     "METRICS",
     "GenerationPipeline",
     "evaluate_continuation",
+    "evaluate_inpaint",
     "evaluate_remix",
     "pink_noise",
     "report_markdown",
@@ -89,6 +99,7 @@ CONDITION_LEGEND: dict[str, str] = {
     "codec": "the codec's level-0 reconstruction of the real continuation (ceiling of the whole chain)",
     "codec_level2": "the codec's level-2 reconstruction of the real continuation (ceiling of the base prior)",
 }
+INPAINT_CONDITIONS = ("inpainted", "naive", "real", "pink_noise", "codec")
 
 # name -> (what it measures, which way is better)
 METRICS: dict[str, tuple[str, str]] = {
@@ -111,6 +122,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "tonalness": ("share of spectral energy in partials (narrow peaks); noise is about 0.03", "as the real audio"),
     "seam_join": ("spectral-flux jump where the clip follows the seed, relative to elsewhere", "about 1"),
     "seam_windows": ("spectral-flux jump at the generator's window seams, relative to elsewhere", "about 1"),
+    "seam_start": ("spectral-flux jump where the region starts, relative to elsewhere", "about 1"),
+    "seam_end": ("spectral-flux jump where the region ends, relative to elsewhere", "about 1"),
+    "seam_wrap": ("spectral-flux jump where a loop played twice wraps around, relative to elsewhere", "about 1"),
     "silent_fraction": ("fraction of 50 ms frames below -60 dBFS", "lower"),
     "clipped_fraction": ("fraction of samples at full scale", "lower"),
     "rms_db": ("RMS level, dBFS", "as the real audio"),
@@ -135,6 +149,12 @@ class GenerationPipeline(Protocol):
     def remix(
         self, audio: np.ndarray, sample_rate: int, strength: float, *, seed: int, settings: SamplingSettings | None
     ) -> Any: ...
+
+    def inpaint(
+        self, audio: np.ndarray, sample_rate: int, start: float, end: float, *, seed: int, settings: SamplingSettings | None
+    ) -> Any: ...
+
+    def loop(self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None) -> Any: ...
 
 
 def pink_noise(samples: int, seed: int, rms: float = 0.1) -> np.ndarray:
@@ -480,19 +500,135 @@ def evaluate_remix(
     return json_safe({**report, "files": files, "skipped": skipped})
 
 
+def _spliced(original: np.ndarray, region: np.ndarray, start: int, fade: int) -> np.ndarray:
+    """Mono ``region`` set into mono ``original`` from ``start`` with equal-power fades outside it."""
+    end = start + region.shape[-1]
+    before, after = max(0, start - fade), min(original.shape[-1], end + fade)
+    stretch = original[:, before:after].copy()
+    stretch[:, start - before : end - before] = region
+    joined = splice(torch.from_numpy(original[:, before:after]), torch.from_numpy(stretch), start - before, after - end)
+    return np.concatenate([original[:, :before], joined.numpy(), original[:, after:]], axis=-1)
+
+
+def evaluate_inpaint(
+    data_dir: str | os.PathLike[str],
+    pipeline: GenerationPipeline,
+    *,
+    settings: SamplingSettings | None = None,
+    regions: Sequence[float] = (1.0, 3.0, 10.0),
+    context_seconds: float = 6.0,
+    after_seconds: float = 3.0,
+    loop_seconds: float = 6.0,
+    fade: float = 0.05,
+    start_fraction: float = 1 / 3,
+    max_files: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Inpaint a region of each length after ``context_seconds`` of every file; score it and its seams.
+
+    Every condition's region (see the module docstring) is spliced into the real clip with
+    ``fade`` seconds of equal-power fades, as the pipeline splices its own, before its seams
+    are measured; the region alone is scored against the real region. With ``loop_seconds``
+    a loop continuing the context is also made and its wrap measured (0: no loop). Returns a
+    JSON-ready report whose ``summary`` maps ``"<length>s <condition>"`` (and ``"loop"`` /
+    ``"loop naive"``) to its metrics.
+    """
+    if not regions or not all(r > 0 and math.isfinite(r) for r in regions) or len(set(regions)) < len(regions):
+        raise JbdiffError(f"inpaint regions must be one or more different positive lengths in seconds, got {list(regions)}")
+    for name, value in (("context seconds", context_seconds), ("after seconds", after_seconds)):
+        if not (value > 0 and math.isfinite(value)):
+            raise JbdiffError(f"{name} must be a positive number, got {value}")
+    if not (loop_seconds >= 0 and math.isfinite(loop_seconds)) or not (fade >= 0 and math.isfinite(fade)):
+        raise JbdiffError(f"loop seconds and fade must be non-negative numbers, got {loop_seconds} and {fade}")
+    clip_seconds = context_seconds + max(regions) + after_seconds
+    _check_options(clip_seconds, start_fraction, max_files)
+    begin, fade_samples = round(context_seconds * SAMPLE_RATE), round(fade * SAMPLE_RATE)
+    names = [f"{r:g}s {condition}" for r in regions for condition in INPAINT_CONDITIONS]
+    names += ["loop", "loop naive"] if loop_seconds else []
+    files: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    embeddings: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    clips = _clips(data_dir, clip_seconds, start_fraction, max_files, "eval inpaint", progress, skipped)
+    for index, path, clip, start in clips:
+        context = clip[:, :begin]
+        conditions: dict[str, dict[str, Any]] = {}
+        for length in regions:
+            end = begin + round(length * SAMPLE_RATE)
+            real = clip[:, begin:end]
+            result = pipeline.inpaint(clip, SAMPLE_RATE, begin / SAMPLE_RATE, end / SAMPLE_RATE, seed=seed + index, settings=settings)
+            edited = mono_signal(_generated_audio(result, clip.shape[-1])[0])[None]
+            naive, _ = _generated_audio(
+                pipeline.continue_(context, SAMPLE_RATE, (end - begin + fade_samples) / SAMPLE_RATE, seed=seed + index, settings=settings, keep_stages=False),
+                end - begin,
+            )
+            regions_of = {
+                "inpainted": edited[:, begin:end],
+                "naive": mono_signal(naive)[None],
+                "real": real,
+                "pink_noise": pink_noise(end - begin, seed + index, rms=float(np.sqrt(np.mean(real**2)))),
+                "codec": _codec_reconstruction(pipeline.codec, clip)[:, begin:end],
+            }
+            real_clip = _describe(real, False)
+            for condition, audio in regions_of.items():
+                name = f"{length:g}s {condition}"
+                described = real_clip if condition == "real" else _describe(audio, False)
+                embeddings[name].append(described.music.embeddings)
+                whole = edited if condition == "inpainted" else _spliced(clip, audio, begin, fade_samples)
+                conditions[name] = {
+                    **_similarity(real_clip, described, "real"),
+                    "seam_start": mm.seam_discontinuity(whole, SAMPLE_RATE, [begin]),
+                    "seam_end": mm.seam_discontinuity(whole, SAMPLE_RATE, [end]),
+                    "rms_db": mm.rms_db(audio),
+                }
+        if loop_seconds:
+            samples = round(loop_seconds * SAMPLE_RATE)
+            looped, _ = _generated_audio(pipeline.loop(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings), samples)
+            plain, _ = _generated_audio(
+                pipeline.continue_(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings, keep_stages=False), samples,
+            )
+            for name, audio in (("loop", looped), ("loop naive", plain)):
+                twice = np.tile(mono_signal(audio)[None], 2)
+                described = _describe(mono_signal(audio)[None], False)
+                embeddings[name].append(described.music.embeddings)
+                conditions[name] = {"seam_wrap": mm.seam_discontinuity(twice, SAMPLE_RATE, [samples]), "rms_db": mm.rms_db(audio)}
+        files.append({"path": str(path), "start_seconds": start, "seed": seed + index, "conditions": conditions})
+
+    pooled = {name: np.concatenate(parts) for name, parts in embeddings.items()}
+    per_file = [file["conditions"] for file in files]
+    summary = {
+        name: {
+            **({"fd_real": mm.frechet_distance(pooled[name], pooled[f"{name.split()[0]} real"])} if not name.startswith("loop") else {}),
+            **{metric: _mean([file[name][metric] for file in per_file]) for metric in per_file[0][name]},
+        }
+        for name in names
+    }
+    options = _options(
+        data_dir, pipeline, settings, regions=list(regions), context_seconds=context_seconds, after_seconds=after_seconds,
+        loop_seconds=loop_seconds, fade=fade, start_fraction=start_fraction, seed=seed,
+    )
+    report = {"kind": "inpaint", "options": options, "conditions": names, "summary": summary}
+    return json_safe({**report, "files": files, "skipped": skipped})
+
+
 def _per_file(report: dict[str, Any], condition: str, metric: str) -> list[float]:
     """One metric of one condition (or strength) for every file; FD has no per-file values."""
-    key = "conditions" if report["kind"] == "continuation" else "strengths"
-    values = [file[key][condition].get(metric) for file in report["files"]]
+    key = "strengths" if report["kind"] == "remix" else "conditions"
+    values = [file[key].get(condition, {}).get(metric) for file in report["files"]]
     return [v for v in values if v is not None]
+
+
+def _metrics(report: dict[str, Any]) -> list[str]:
+    """Every metric of the summary, in first-seen order (rows may lack some)."""
+    return list(dict.fromkeys(metric for values in report["summary"].values() for metric in values))
 
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The summary as a markdown table (a row per condition or strength) with a metric legend."""
-    metrics = list(next(iter(report["summary"].values())))
-    header = ["condition" if report["kind"] == "continuation" else "strength", *metrics]
+    metrics = _metrics(report)
+    header = ["strength" if report["kind"] == "remix" else "condition", *metrics]
     rows = [
-        [name, *("n/a" if values[m] is None else f"{values[m]:.4g}" for m in metrics)]
+        [name, *("n/a" if values.get(m) is None else f"{values[m]:.4g}" for m in metrics)]
         for name, values in report["summary"].items()
     ]
     table = markdown_table(header, rows, left=1)
@@ -510,10 +646,10 @@ def report_markdown(report: dict[str, Any]) -> str:
 def _plot(report: dict[str, Any], metric: str, path: Path) -> None:
     """One metric: bars per condition (continuation) or a curve over strength (remix), files as dots."""
     names = list(report["summary"])
-    means = [report["summary"][name][metric] for name in names]
+    means = [report["summary"][name].get(metric) for name in names]
     figure = Figure(figsize=(7, 4), dpi=100)
     axes = figure.subplots()
-    if report["kind"] == "continuation":
+    if report["kind"] != "remix":
         positions = np.arange(len(names))
         axes.bar(positions, [np.nan if m is None else m for m in means], color="#9bb7d4")
         axes.set_xticks(positions, names, rotation=30, ha="right", fontsize=7)
@@ -545,7 +681,7 @@ def write_report(report: dict[str, Any], prefix: str | os.PathLike[str]) -> list
         with atomic_path(path) as tmp:
             tmp.write_text(text)
         written.append(path)
-    for metric in next(iter(report["summary"].values())):
+    for metric in _metrics(report):
         path = prefix.parent / f"{prefix.name}_{metric}.png"
         _plot(report, metric, path)
         written.append(path)

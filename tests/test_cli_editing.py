@@ -75,3 +75,19 @@ def test_edit_errors_are_one_sentence_and_leave_no_file(tiny_bundle: Path, song:
         assert code == 2, name
         assert err.startswith("jbdiff: error: ") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short.wav"]
+
+
+def test_eval_inpaint_scores_regions_seams_and_a_loop(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "music"
+    data.mkdir()
+    save_audio(data / "song.wav", synth_music(5.0, seed=4))
+    out = tmp_path / "inpaint.json"
+    code, stdout, err = _run(["eval", "inpaint", "--data", str(data), "--model", str(tiny_bundle), "--regions", "0.3,0.6",
+                              "--context-seconds", "1", "--loop-seconds", "1", "--device", "cpu", "--no-progress",
+                              "--json", str(out)], capsys)
+    assert code == 0 and "| 0.3s inpainted" in stdout, err
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary) == {f"{r}s {c}" for r in ("0.3", "0.6") for c in ("inpainted", "naive", "real", "pink_noise", "codec")} | {"loop", "loop naive"}
+    assert {"fd_real", "tag_kl_real", "seam_start", "seam_end"} <= set(summary["0.3s inpainted"])
+    assert summary["0.6s real"]["fd_real"] == pytest.approx(0.0, abs=1e-6) and "seam_wrap" in summary["loop"]
+    assert (tmp_path / "inpaint_seam_wrap.png").is_file()
