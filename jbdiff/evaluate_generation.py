@@ -551,7 +551,7 @@ def evaluate_inpaint(
     embeddings: dict[str, list[np.ndarray]] = {name: [] for name in names}
     clips = _clips(data_dir, clip_seconds, start_fraction, max_files, "eval inpaint", progress, skipped)
     for index, path, clip, start in clips:
-        context = clip[:, :begin]
+        context, decoded = clip[:, :begin], _codec_reconstruction(pipeline.codec, clip, 0)
         conditions: dict[str, dict[str, Any]] = {}
         for length in regions:
             end = begin + round(length * SAMPLE_RATE)
@@ -567,7 +567,7 @@ def evaluate_inpaint(
                 "naive": mono_signal(naive)[None],
                 "real": real,
                 "pink_noise": pink_noise(end - begin, seed + index, rms=float(np.sqrt(np.mean(real**2)))),
-                "codec": _codec_reconstruction(pipeline.codec, clip)[:, begin:end],
+                "codec": decoded[:, begin:end],
             }
             real_clip = _describe(real, False)
             for condition, audio in regions_of.items():

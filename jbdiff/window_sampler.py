@@ -53,11 +53,11 @@ class Known:
     audio_mask: torch.Tensor | None = None
     jumps: int = 0
 
-    def at(self, level: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The ``known`` / ``known_mask`` arguments for ``level`` (none when nothing is kept there)."""
+    def at(self, level: int, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(known latents shaped like ``like``, mask) at ``level``; (None, None) when nothing is kept there."""
         if level not in self.latents:
-            return {}
-        return {"known": self.latents[level].to(like).expand_as(like), "known_mask": self.masks[level].to(like.device)}
+            return None, None
+        return self.latents[level].to(like).expand_as(like), self.masks[level].to(like.device)
 
 
 class WindowSampler:
@@ -178,9 +178,10 @@ class WindowSampler:
             if index == 0 and level == self.stages.codec.levels - 1:
                 source = None if init is None else init.to(self.dtype)
                 start_noise = (self.noise.next() if noise is None else noise.expand(self.settings.batch, -1, -1)).to(self.dtype)
+                kept, mask = known.at(level, start_noise)
                 z = generate_next_window(
-                    model, previous, start_noise, init=source, init_strength=1.0 - strength,
-                    jumps=known.jumps, generator=self.noise_generator, **known.at(level, start_noise), **options,
+                    model, previous, start_noise, init=source, init_strength=1.0 - strength, known=kept, known_mask=mask,
+                    jumps=known.jumps, generator=self.noise_generator, **options,
                 )
             else:
                 if index == 0:
@@ -190,7 +191,8 @@ class WindowSampler:
                     assert audio is not None
                     start, init_strength = self._encode_new(level, audio, started).to(self.dtype), stage.init_strength
                     started = self._tick()
-                z = upsample_window(model, start, previous, init_strength=init_strength, **known.at(level, start), **options)
+                kept, mask = known.at(level, start)
+                z = upsample_window(model, start, previous, init_strength=init_strength, known=kept, known_mask=mask, **options)
             self._tock(stage_name(level), started)
             keep = self._context(level) + self.decode_margin[level] + math.ceil(self.overlap / self.hops[level])
             self.history[level] = torch.cat([self.history[level][..., -keep:], z.float()], dim=-1)
