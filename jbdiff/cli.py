@@ -453,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     evc.set_defaults(func=cmd_eval_codec)
 
     for target, what in (("continuation", "continue a seed from every file and score it, after every stage, against real music and baselines"),
-                         ("remix", "remix a clip of every file at several strengths and score output against input")):
+                         ("remix", "remix a clip of every file at several strengths and score output against input"),
+                         ("inpaint", "inpaint regions of every file and score them and their seams against the real region and baselines")):
         evg = ev.add_parser(target, help=what)
         evg.add_argument("--data", required=True, help="folder of audio files (held-out music)")
         evg.add_argument("--model", help="model bundle (default: the demo bundle shipped with jbdiff)")

@@ -258,6 +258,7 @@ class Pipeline:
         the output is the input.
         """
         settings = self._settings(settings, changes, generating="inpainting")
+        _check_jumps(jumps)
         source = self._model_input(audio, sample_rate, "input")
         region = Region.from_seconds(start, end, fade, source.length, max(self.codec.hops), "input")
         original = torch.from_numpy(source.samples)[None]
@@ -291,6 +292,7 @@ class Pipeline:
             return self._continue("extend", audio, sample_rate, after, True, settings, out, progress, changes)
         assert before is not None
         settings = self._settings(settings, changes, generating="extending")
+        _check_jumps(jumps)
         source = self._model_input(audio, sample_rate, "input")
         lead = self._samples(before)
         original = torch.nn.functional.pad(torch.from_numpy(source.samples), (lead, 0))[None]
@@ -323,6 +325,7 @@ class Pipeline:
         inpainted stretch and the inner join is the piece's own.
         """
         settings = self._settings(settings, changes, generating="looping")
+        _check_jumps(jumps)
         source = self._model_input(audio, sample_rate, "input")
         sampler = self._sampler(settings)
         window = sampler.chunk // settings.window_multiplier
@@ -690,6 +693,11 @@ class _MorphEnd:
     sampler: WindowSampler
     noise: torch.Tensor
     error: float
+
+
+def _check_jumps(jumps: int) -> None:
+    if not isinstance(jumps, int) or jumps < 0:
+        raise JbdiffError(f"jumps (RePaint resamplings per step) must be a whole number >= 0, got {jumps}")
 
 
 def _channels(audio: torch.Tensor, channels: int) -> torch.Tensor:

@@ -69,6 +69,7 @@ def test_edit_errors_are_one_sentence_and_leave_no_file(tiny_bundle: Path, song:
         "short morph input": ["morph", str(song), str(short), "--steps", "3"],
         "no clips": ["morph", str(song), str(song), "--steps", "0"],
         "zero extension": ["extend", str(song), "--before", "0"],
+        "negative jumps": ["inpaint", str(song), "--start", "0.5", "--end", "0.9", "--jumps", "-1"],
     }
     for name, argv in cases.items():
         code, _, err = _run([*argv, "-o", out, *model], capsys)
