@@ -151,10 +151,13 @@ class GenerationPipeline(Protocol):
     ) -> Any: ...
 
     def inpaint(
-        self, audio: np.ndarray, sample_rate: int, start: float, end: float, *, seed: int, settings: SamplingSettings | None
+        self, audio: np.ndarray, sample_rate: int, start: float, end: float, *, seed: int, settings: SamplingSettings | None,
+        jumps: int,
     ) -> Any: ...
 
-    def loop(self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None) -> Any: ...
+    def loop(
+        self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None, jumps: int
+    ) -> Any: ...
 
 
 def pink_noise(samples: int, seed: int, rms: float = 0.1) -> np.ndarray:
@@ -520,6 +523,7 @@ def evaluate_inpaint(
     after_seconds: float = 3.0,
     loop_seconds: float = 6.0,
     fade: float = 0.05,
+    jumps: int = 0,
     start_fraction: float = 1 / 3,
     max_files: int | None = None,
     seed: int = 0,
@@ -530,7 +534,8 @@ def evaluate_inpaint(
     Every condition's region (see the module docstring) is spliced into the real clip with
     ``fade`` seconds of equal-power fades, as the pipeline splices its own, before its seams
     are measured; the region alone is scored against the real region. With ``loop_seconds``
-    a loop continuing the context is also made and its wrap measured (0: no loop). Returns a
+    a loop continuing the context is also made and its wrap measured (0: no loop). ``jumps``:
+    RePaint resamplings per step, for the inpainting and the loop. Returns a
     JSON-ready report whose ``summary`` maps ``"<length>s <condition>"`` (and ``"loop"`` /
     ``"loop naive"``) to its metrics.
     """
@@ -556,7 +561,7 @@ def evaluate_inpaint(
         for length in regions:
             end = begin + round(length * SAMPLE_RATE)
             real = clip[:, begin:end]
-            result = pipeline.inpaint(clip, SAMPLE_RATE, begin / SAMPLE_RATE, end / SAMPLE_RATE, seed=seed + index, settings=settings)
+            result = pipeline.inpaint(clip, SAMPLE_RATE, begin / SAMPLE_RATE, end / SAMPLE_RATE, seed=seed + index, settings=settings, jumps=jumps)
             edited = mono_signal(_generated_audio(result, clip.shape[-1])[0])[None]
             naive, _ = _generated_audio(
                 pipeline.continue_(context, SAMPLE_RATE, (end - begin + fade_samples) / SAMPLE_RATE, seed=seed + index, settings=settings, keep_stages=False),
@@ -583,7 +588,7 @@ def evaluate_inpaint(
                 }
         if loop_seconds:
             samples = round(loop_seconds * SAMPLE_RATE)
-            looped, _ = _generated_audio(pipeline.loop(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings), samples)
+            looped, _ = _generated_audio(pipeline.loop(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings, jumps=jumps), samples)
             plain, _ = _generated_audio(
                 pipeline.continue_(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings, keep_stages=False), samples,
             )
@@ -605,7 +610,7 @@ def evaluate_inpaint(
     }
     options = _options(
         data_dir, pipeline, settings, regions=list(regions), context_seconds=context_seconds, after_seconds=after_seconds,
-        loop_seconds=loop_seconds, fade=fade, start_fraction=start_fraction, seed=seed,
+        loop_seconds=loop_seconds, fade=fade, jumps=jumps, start_fraction=start_fraction, seed=seed,
     )
     report = {"kind": "inpaint", "options": options, "conditions": names, "summary": summary}
     return json_safe({**report, "files": files, "skipped": skipped})

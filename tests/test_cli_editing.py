@@ -84,10 +84,12 @@ def test_eval_inpaint_scores_regions_seams_and_a_loop(tiny_bundle: Path, tmp_pat
     save_audio(data / "song.wav", synth_music(5.0, seed=4))
     out = tmp_path / "inpaint.json"
     code, stdout, err = _run(["eval", "inpaint", "--data", str(data), "--model", str(tiny_bundle), "--regions", "0.3,0.6",
-                              "--context-seconds", "1", "--loop-seconds", "1", "--device", "cpu", "--no-progress",
+                              "--context-seconds", "1", "--loop-seconds", "1", "--jumps", "1", "--device", "cpu", "--no-progress",
                               "--json", str(out)], capsys)
     assert code == 0 and "| 0.3s inpainted" in stdout, err
-    summary = json.loads(out.read_text())["summary"]
+    report = json.loads(out.read_text())
+    summary = report["summary"]
+    assert report["options"]["jumps"] == 1
     assert set(summary) == {f"{r}s {c}" for r in ("0.3", "0.6") for c in ("inpainted", "naive", "real", "pink_noise", "codec")} | {"loop", "loop naive"}
     assert {"fd_real", "tag_kl_real", "seam_start", "seam_end"} <= set(summary["0.3s inpainted"])
     assert summary["0.6s real"]["fd_real"] == pytest.approx(0.0, abs=1e-6) and "seam_wrap" in summary["loop"]
