@@ -161,7 +161,7 @@ def cmd_eval_generation(args: argparse.Namespace) -> None:
         regions = _numbers("--regions", args.regions)
         report = ev.evaluate_inpaint(
             args.data, pipe, regions=regions, context_seconds=args.context_seconds, loop_seconds=args.loop_seconds,
-            jumps=args.jumps, **common,
+            fade=args.fade, jumps=args.jumps, **common,
         )
     else:
         report = ev.evaluate_remix(args.data, pipe, strengths=_numbers("--strengths", args.strengths), **common)
@@ -468,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
             evg.add_argument("--regions", default="1,3,10", help="lengths of the regions inpainted, seconds (default: 1,3,10)")
             evg.add_argument("--context-seconds", type=float, default=6.0, help="seconds of music before each region, from one third in (default: 6)")
             evg.add_argument("--loop-seconds", type=float, default=6.0, help="length of the loop whose wrap is measured; 0: none (default: 6)")
+            evg.add_argument("--fade", type=float, default=0.05, help="fades either side of each region, seconds (default: 0.05)")
             evg.add_argument("--jumps", type=int, default=0, help="RePaint resamplings per step (default: 0)")
         else:
             evg.add_argument("--strengths", default="0.25,0.5,0.75,1", help="remix strengths (default: 0.25,0.5,0.75,1)")

@@ -16,9 +16,10 @@ curve's first point.
 
 Inpaint: from each track, a clip of ``context_seconds`` + the longest region +
 ``after_seconds`` (from ``start_fraction``) has a region of each length regenerated after the
-context; the region is compared with the real one, against baselines spliced in the same way:
-a plain continuation of the context (the naive edit), the real region, pink noise at its
-RMS, and the codec's reconstruction. Seams are measured at the region's start and end; a loop
+context; the region is compared with the real one, against baselines put in its place (each
+starting outright and faded back into the real audio after the region): a plain continuation
+of the context (the naive edit), the real region, pink noise at its RMS, and the codec's
+reconstruction. Seams are measured at the region's start and end; a loop
 made from the context is measured at its wrap point (played twice), against the continuation
 it was made from played twice.
 
@@ -152,11 +153,12 @@ class GenerationPipeline(Protocol):
 
     def inpaint(
         self, audio: np.ndarray, sample_rate: int, start: float, end: float, *, seed: int, settings: SamplingSettings | None,
-        jumps: int,
+        fade: float, jumps: int,
     ) -> Any: ...
 
     def loop(
-        self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None, jumps: int
+        self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None,
+        fade: float, jumps: int,
     ) -> Any: ...
 
 
@@ -503,14 +505,13 @@ def evaluate_remix(
     return json_safe({**report, "files": files, "skipped": skipped})
 
 
-def _spliced(original: np.ndarray, region: np.ndarray, start: int, fade: int) -> np.ndarray:
-    """Mono ``region`` set into mono ``original`` from ``start`` with equal-power fades outside it."""
-    end = start + region.shape[-1]
-    before, after = max(0, start - fade), min(original.shape[-1], end + fade)
-    stretch = original[:, before:after].copy()
-    stretch[:, start - before : end - before] = region
-    joined = splice(torch.from_numpy(original[:, before:after]), torch.from_numpy(stretch), start - before, after - end)
-    return np.concatenate([original[:, :before], joined.numpy(), original[:, after:]], axis=-1)
+def _spliced(original: np.ndarray, candidate: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Mono ``candidate`` put into mono ``original`` from ``start`` as a naive edit would: it
+    starts there outright, runs to ``end`` and is faded back into ``original`` (equal power)
+    over whatever it has beyond ``end``."""
+    after = min(original.shape[-1], start + candidate.shape[-1])
+    joined = splice(torch.from_numpy(original[:, start:after]), torch.from_numpy(candidate[:, : after - start]), 0, after - end)
+    return np.concatenate([original[:, :start], joined.numpy(), original[:, after:]], axis=-1)
 
 
 def evaluate_inpaint(
@@ -531,9 +532,11 @@ def evaluate_inpaint(
 ) -> dict[str, Any]:
     """Inpaint a region of each length after ``context_seconds`` of every file; score it and its seams.
 
-    Every condition's region (see the module docstring) is spliced into the real clip with
-    ``fade`` seconds of equal-power fades, as the pipeline splices its own, before its seams
-    are measured; the region alone is scored against the real region. With ``loop_seconds``
+    The inpainted clip is the pipeline's output (its region faded in and out over ``fade``
+    seconds); every baseline (see the module docstring) starts outright at the region's start
+    and is faded back into the real clip over ``fade`` seconds after its end, as a naive edit
+    would be. Seams are measured on those clips; the region alone is scored against the real
+    region. With ``loop_seconds``
     a loop continuing the context is also made and its wrap measured (0: no loop). ``jumps``:
     RePaint resamplings per step, for the inpainting and the loop. Returns a
     JSON-ready report whose ``summary`` maps ``"<length>s <condition>"`` (and ``"loop"`` /
@@ -561,25 +564,29 @@ def evaluate_inpaint(
         for length in regions:
             end = begin + round(length * SAMPLE_RATE)
             real = clip[:, begin:end]
-            result = pipeline.inpaint(clip, SAMPLE_RATE, begin / SAMPLE_RATE, end / SAMPLE_RATE, seed=seed + index, settings=settings, jumps=jumps)
-            edited = mono_signal(_generated_audio(result, clip.shape[-1])[0])[None]
-            naive, _ = _generated_audio(
-                pipeline.continue_(context, SAMPLE_RATE, (end - begin + fade_samples) / SAMPLE_RATE, seed=seed + index, settings=settings, keep_stages=False),
-                end - begin,
+            result = pipeline.inpaint(
+                clip, SAMPLE_RATE, begin / SAMPLE_RATE, end / SAMPLE_RATE, seed=seed + index, settings=settings,
+                fade=fade, jumps=jumps,
             )
-            regions_of = {
-                "inpainted": edited[:, begin:end],
+            edited = mono_signal(_generated_audio(result, clip.shape[-1])[0])[None]
+            tail = min(end + fade_samples, clip.shape[-1])  # each baseline runs on into the fade back to the real audio
+            naive, _ = _generated_audio(
+                pipeline.continue_(context, SAMPLE_RATE, (tail - begin) / SAMPLE_RATE, seed=seed + index, settings=settings, keep_stages=False),
+                tail - begin,
+            )
+            candidates = {
+                "inpainted": edited[:, begin:tail],
                 "naive": mono_signal(naive)[None],
-                "real": real,
-                "pink_noise": pink_noise(end - begin, seed + index, rms=float(np.sqrt(np.mean(real**2)))),
-                "codec": decoded[:, begin:end],
+                "real": clip[:, begin:tail],
+                "pink_noise": pink_noise(tail - begin, seed + index, rms=float(np.sqrt(np.mean(real**2)))),
+                "codec": decoded[:, begin:tail],
             }
             real_clip = _describe(real, False)
-            for condition, audio in regions_of.items():
-                name = f"{length:g}s {condition}"
+            for condition, candidate in candidates.items():
+                name, audio = f"{length:g}s {condition}", candidate[:, : end - begin]
                 described = real_clip if condition == "real" else _describe(audio, False)
                 embeddings[name].append(described.music.embeddings)
-                whole = edited if condition == "inpainted" else _spliced(clip, audio, begin, fade_samples)
+                whole = edited if condition == "inpainted" else _spliced(clip, candidate, begin, end)
                 conditions[name] = {
                     **_similarity(real_clip, described, "real"),
                     "seam_start": mm.seam_discontinuity(whole, SAMPLE_RATE, [begin]),
@@ -588,7 +595,9 @@ def evaluate_inpaint(
                 }
         if loop_seconds:
             samples = round(loop_seconds * SAMPLE_RATE)
-            looped, _ = _generated_audio(pipeline.loop(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings, jumps=jumps), samples)
+            looped, _ = _generated_audio(
+                pipeline.loop(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings, fade=fade, jumps=jumps), samples,
+            )
             plain, _ = _generated_audio(
                 pipeline.continue_(context, SAMPLE_RATE, loop_seconds, seed=seed + index, settings=settings, keep_stages=False), samples,
             )
