@@ -76,7 +76,7 @@ class Span:
     chunk: int
 
     @classmethod
-    def plan(cls, region: Region, sampler: WindowSampler, length: int) -> Span:
+    def plan(cls, region: Region, sampler: WindowSampler) -> Span:
         """The passes around ``region``: at least a quarter pass of known material before
         and after it (plus the fades), the slack shared out, never before the file's start."""
         grain, chunk = max(sampler.hops), sampler.chunk
@@ -86,16 +86,10 @@ class Span:
         lead = (passes * chunk - (high - low)) // 2 // grain * grain
         return cls(region, max(0, low - lead), passes, chunk)
 
-    @property
-    def end(self) -> int:
-        return self.begin + self.passes * self.chunk
-
     def _kept(self, first: int, count: int, step: int, length: int, device: torch.device) -> torch.Tensor:
         """(1, 1, count) True where the stretch of ``step`` samples from ``first + i * step`` is known input."""
-        grain_low = self.region.start
-        grain_high = self.region.end
         starts = first + step * torch.arange(count, device=device)
-        outside = (starts + step <= grain_low) | (starts >= grain_high)
+        outside = (starts + step <= self.region.start) | (starts >= self.region.end)
         return (outside & (starts >= 0) & (starts + step <= length))[None, None]
 
     def known(self, index: int, sampler: WindowSampler, mono: torch.Tensor, stereo: torch.Tensor | None, jumps: int = 0) -> Known:

@@ -429,7 +429,7 @@ class Pipeline:
         """Each take (channels, samples) of ``original`` (1 or batch, channels, samples) with
         ``region`` regenerated and spliced in; and the number of passes."""
         length = original.shape[-1]
-        span = Span.plan(region, sampler, length)
+        span = Span.plan(region, sampler)
         mono = original.mean(dim=1, keepdim=True).to(self.device)
         stereo = _channels(original, 2).to(self.device) if sampler.channels == 2 else None
         if span.begin:
