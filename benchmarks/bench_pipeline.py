@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_pipeline.py speed  [--model BUNDLE] [--seconds 30] [--json OUT]
-    python benchmarks/bench_pipeline.py memory [--model BUNDLE] [--minutes 1,3,10] [--json OUT]
+    python benchmarks/bench_pipeline.py memory [--model BUNDLE] [--minutes 1,3,10] [--command continue|remix] [--json OUT]
 
 ``speed`` continues the example seed by ``--seconds`` twice in one process with the same models:
 once with the bundle's own sampling settings (jbdiff's recipe) and once with the ``v1`` preset
@@ -12,9 +12,10 @@ pass). It reports seconds of audio per wall-clock second and, for quality, the s
 evaluation uses, each output against the seed: musicnn tag KL, chroma correlation, key agreement,
 seam discontinuity, silent fraction.
 
-``memory`` runs one subprocess per output length, each streaming a continuation to a file with one
-step per stage (memory does not depend on the step count), and reports each process's peak
-resident memory above its level once the models are loaded.
+``memory`` runs one subprocess per output length, each streaming a continuation (or, with
+``--command remix``, a remix of an input file of that length, the example seed repeated) to a
+file with one step per stage (memory does not depend on the step count), and reports each
+process's peak resident memory above its level once the models are loaded.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from harness import machine_info, peak_mb, rss_mb, write_result
 
 from jbdiff.core.audio import SAMPLE_RATE, load_audio
+from jbdiff.core.audio_stream import AudioStreamWriter
 from jbdiff.pipeline import Pipeline
 from jbdiff.sampling_settings import PRESETS, StageSettings
 
@@ -91,9 +93,22 @@ def _one_length(args: argparse.Namespace) -> None:
     baseline = rss_mb()
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        pipe.continue_(seed, SAMPLE_RATE, args.length * 60, settings=settings, out=Path(folder) / "out.wav")
+        if args.input:
+            pipe.remix(args.input, SAMPLE_RATE, 0.5, settings=settings, out=Path(folder) / "out.wav")
+        else:
+            pipe.continue_(seed, SAMPLE_RATE, args.length * 60, settings=settings, out=Path(folder) / "out.wav")
         wall = time.perf_counter() - started
     print(json.dumps({"minutes": args.length, "baseline_mb": baseline, "peak_mb": peak_mb(), "wall_s": wall}))
+
+
+def _long_input(path: Path, minutes: float) -> Path:
+    """An input of ``minutes`` of music (the example seed repeated), written piece by piece."""
+    seed = load_audio(SEED, channels=None)
+    total = round(minutes * 60 * SAMPLE_RATE)
+    with AudioStreamWriter(path, seed.shape[0], SAMPLE_RATE) as writer:
+        for start in range(0, total, seed.shape[-1]):
+            writer.write(seed[:, : total - start])
+    return path
 
 
 def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,14 +116,17 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     for minutes in (float(m) for m in args.minutes.split(",")):
         argv = [sys.executable, __file__, "one-length", "--length", str(minutes), "--device", args.device, "--threads", str(args.threads)]
         argv += ["--model", args.model] if args.model else []
-        done = subprocess.run(argv, capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as folder:
+            if args.command == "remix":
+                argv += ["--input", str(_long_input(Path(folder) / "input.wav", minutes))]
+            done = subprocess.run(argv, capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["growth_mb"] = row["peak_mb"] - row["baseline_mb"]
         rows.append(row)
         print(f"{minutes:5.1f} min: peak {row['peak_mb']:7.0f} MB, growth over loaded models {row['growth_mb']:6.0f} MB, {row['wall_s']:6.0f} s")
     ratio = rows[-1]["growth_mb"] / rows[0]["growth_mb"]
     print(f"growth ratio {rows[-1]['minutes']:g} min / {rows[0]['minutes']:g} min: {ratio:.2f}")
-    return {"rows": rows, "growth_ratio_longest_vs_shortest": round(ratio, 3)}
+    return {"command": args.command, "rows": rows, "growth_ratio_longest_vs_shortest": round(ratio, 3)}
 
 
 def main() -> None:
@@ -118,6 +136,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seconds", type=float, default=30.0, help="speed: seconds of continuation (default 30)")
     parser.add_argument("--minutes", default="1,3,10", help="memory: output lengths in minutes (default 1,3,10)")
+    parser.add_argument("--command", choices=("continue", "remix"), default="continue", help="memory: what to run (default continue)")
+    parser.add_argument("--input", help=argparse.SUPPRESS)  # one-length: the remix's input file
     parser.add_argument("--length", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--json", type=Path, help="result file (default: benchmarks/results/pipeline_<what>.json)")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def _devices(value: str) -> int | str:
@@ -55,12 +58,18 @@ def _say_once(message: str) -> None:
         print(message)
 
 
-def _output_path(path: str, overwrite: bool) -> Path:
+def _output_path(path: str, overwrite: bool, inputs: Sequence[str | None], batch: int | None = None) -> Path:
+    """OUT checked before any work (with every file a sampling run writes beside it, given its ``batch``)."""
+    from jbdiff.core.outputs import check_outputs
+
     out = Path(path)
-    if not out.parent.is_dir():
-        raise JbdiffError(f"{out}: the output folder {out.parent} does not exist")
-    if out.exists() and not overwrite:
-        raise JbdiffError(f"{out}: already exists (pass --overwrite to replace it)")
+    if batch is None:
+        paths = [out]
+    else:
+        from jbdiff.pipeline import run_outputs
+
+        paths = run_outputs(out, max(1, batch))
+    check_outputs(paths, overwrite=overwrite, inputs=[p for p in inputs if p])
     return out
 
 
@@ -122,15 +131,17 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     from jbdiff.core.audio import load_audio, save_audio
     from jbdiff.core.device import resolve_device
+    from jbdiff.core.outputs import claim_outputs
     from levels.codec_io import load_codec
 
-    out = _output_path(args.output, args.overwrite)
-    codec = load_codec(args.codec).to(resolve_device(args.device))
-    if not 0 <= args.level < codec.levels:
-        raise JbdiffError(f"level {args.level} does not exist; this codec has levels 0..{codec.levels - 1}")
-    audio = load_audio(args.input, channels=1, min_duration=codec.hops[args.level] / codec.sample_rate)
-    decoded = codec.reconstruct(torch.from_numpy(audio)[None], args.level)
-    save_audio(out, decoded[0].cpu(), codec.sample_rate)
+    out = _output_path(args.output, args.overwrite, [args.input])
+    with claim_outputs([out], overwrite=args.overwrite, inputs=[args.input]):
+        codec = load_codec(args.codec).to(resolve_device(args.device))
+        if not 0 <= args.level < codec.levels:
+            raise JbdiffError(f"level {args.level} does not exist; this codec has levels 0..{codec.levels - 1}")
+        audio = load_audio(args.input, channels=1, min_duration=codec.hops[args.level] / codec.sample_rate)
+        decoded = codec.reconstruct(torch.from_numpy(audio)[None], args.level)
+        save_audio(out, decoded[0].cpu(), codec.sample_rate)
     print(f"level {args.level} reconstruction written to {out}")
 
 
@@ -190,13 +201,17 @@ def _sampling_settings(args: argparse.Namespace, defaults: Any) -> Any:
     )
 
 
-def _run_sampling(args: argparse.Namespace, run: Callable[[Any, Any], Any]) -> None:
-    """Shared by continue / remix / generate: check the output, load the model, run, report."""
+def _run_sampling(args: argparse.Namespace, run: Callable[[Any, Any], Any], inputs: Sequence[str | None] = ()) -> None:
+    """Shared by continue / remix / generate: check the outputs, load the model, run, report.
+
+    The outputs are checked against the ``inputs`` (files the run reads) before anything loads;
+    the pipeline claims them for the run.
+    """
     from jbdiff.core.audio import save_format
     from jbdiff.pipeline import Pipeline
 
-    out = _output_path(args.output, args.overwrite)
-    save_format(out)
+    save_format(args.output)
+    out = _output_path(args.output, args.overwrite, inputs, batch=args.batch or 1)
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     settings = _sampling_settings(args, pipe.settings)
     result = run(pipe, settings)
@@ -211,24 +226,25 @@ def _run_sampling(args: argparse.Namespace, run: Callable[[Any, Any], Any]) -> N
 def cmd_continue(args: argparse.Namespace) -> None:
     from jbdiff.core.audio import load_audio
 
-    seed = load_audio(args.seed_audio, channels=None)
     _run_sampling(args, lambda pipe, settings: pipe.continue_(
-        seed, SAMPLE_RATE, args.seconds, include_seed=args.include_seed, settings=settings, out=args.output,
-        progress=not args.no_progress))
+        load_audio(args.seed_audio, channels=None), SAMPLE_RATE, args.seconds, include_seed=args.include_seed,
+        settings=settings, out=args.output, overwrite=args.overwrite, progress=not args.no_progress), [args.seed_audio])
 
 
 def cmd_remix(args: argparse.Namespace) -> None:
     from jbdiff.core.audio import load_audio
 
-    audio = load_audio(args.input, channels=None)
-    context = (load_audio(args.context, channels=None), SAMPLE_RATE) if args.context else None
-    _run_sampling(args, lambda pipe, settings: pipe.remix(
-        audio, SAMPLE_RATE, args.strength, context=context, settings=settings, out=args.output, progress=not args.no_progress))
+    def run(pipe: Any, settings: Any) -> Any:  # the input is read a block per pass, not loaded whole
+        context = (load_audio(args.context, channels=None), SAMPLE_RATE) if args.context else None
+        return pipe.remix(args.input, SAMPLE_RATE, args.strength, context=context, settings=settings, out=args.output,
+                          overwrite=args.overwrite, progress=not args.no_progress)
+
+    _run_sampling(args, run, [args.input, args.context])
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     _run_sampling(args, lambda pipe, settings: pipe.generate(
-        args.seconds, settings=settings, out=args.output, progress=not args.no_progress))
+        args.seconds, settings=settings, out=args.output, overwrite=args.overwrite, progress=not args.no_progress))
 
 
 def cmd_studio(args: argparse.Namespace) -> None:
@@ -249,7 +265,7 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     audio = load_audio(args.input, channels=None)
     _run_sampling(args, lambda pipe, settings: pipe.inpaint(
         audio, SAMPLE_RATE, args.start, args.end, fade=args.fade, jumps=args.jumps, settings=settings, out=args.output,
-        progress=not args.no_progress))
+        progress=not args.no_progress), [args.input])
 
 
 def cmd_extend(args: argparse.Namespace) -> None:
@@ -258,7 +274,7 @@ def cmd_extend(args: argparse.Namespace) -> None:
     audio = load_audio(args.input, channels=None)
     _run_sampling(args, lambda pipe, settings: pipe.extend(
         audio, SAMPLE_RATE, before=args.before, after=args.after, fade=args.fade, jumps=args.jumps, settings=settings,
-        out=args.output, progress=not args.no_progress))
+        out=args.output, progress=not args.no_progress), [args.input])
 
 
 def cmd_loop(args: argparse.Namespace) -> None:
@@ -267,7 +283,7 @@ def cmd_loop(args: argparse.Namespace) -> None:
     audio = load_audio(args.input, channels=None)
     _run_sampling(args, lambda pipe, settings: pipe.loop(
         audio, SAMPLE_RATE, args.seconds, fade=args.fade, jumps=args.jumps, settings=settings, out=args.output,
-        progress=not args.no_progress))
+        progress=not args.no_progress), [args.input])
 
 
 def cmd_morph(args: argparse.Namespace) -> None:
@@ -275,7 +291,7 @@ def cmd_morph(args: argparse.Namespace) -> None:
 
     a, b = load_audio(args.a, channels=None), load_audio(args.b, channels=None)
     _run_sampling(args, lambda pipe, settings: pipe.morph(
-        a, b, SAMPLE_RATE, args.clips, settings=settings, out=args.output, progress=not args.no_progress))
+        a, b, SAMPLE_RATE, args.clips, settings=settings, out=args.output, progress=not args.no_progress), [args.a, args.b])
 
 
 def _add_edit_options(p: argparse.ArgumentParser, fade: str) -> None:
@@ -481,11 +497,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that the same cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     func: Callable[[argparse.Namespace], None] = args.func
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         func(args)
     except JbdiffError as err:
@@ -493,11 +519,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"jbdiff: error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if args.debug:
             raise
-        print("jbdiff: interrupted; no partial output was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        what = "terminated" if isinstance(stop, _Terminated) else "interrupted"
+        print(f"jbdiff: {what}; no partial output was written", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, _Terminated) else EXIT_INTERRUPTED
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

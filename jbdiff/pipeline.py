@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,11 +31,13 @@ from jbdiff import __version__
 from jbdiff.bundle import Stages, load_bundle
 from jbdiff.core.atomic import atomic_path
 from jbdiff.core.audio import SAMPLE_RATE, resample, to_mono
-from jbdiff.core.audio_stream import AudioStreamWriter
+from jbdiff.core.audio_stream import AudioStreamReader, AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader, splice
 from jbdiff.core.device import resolve_device, resolve_dtype
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise import slerp
+from jbdiff.core.outputs import claim_outputs
+from jbdiff.core.report import json_safe
 from jbdiff.core.spectrogram import Marks, save_spectrogram_png
 from jbdiff.editing import Region, Span, pass_latents
 from jbdiff.sampling_settings import SamplingSettings
@@ -163,6 +165,7 @@ class Pipeline:
         keep_stages: bool = False,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
+        overwrite: bool = True,
         progress: bool | ProgressCallback = False,
         **changes: Any,
     ) -> Generation:
@@ -171,12 +174,12 @@ class Pipeline:
         ``keep_stages`` also returns the continuation as it was after every stage
         (``Generation.stages``, without the seed), tapped from the same sampling run.
         """
-        return self._continue("continue", audio, sample_rate, seconds, include_seed, settings, out, progress, changes, keep_stages)
+        return self._continue("continue", audio, sample_rate, seconds, include_seed, settings, out, progress, changes, keep_stages, overwrite)
 
     def _continue(
         self, command: str, audio: np.ndarray | torch.Tensor, sample_rate: int, seconds: float, include_seed: bool,
         settings: SamplingSettings | None, out: str | os.PathLike[str] | None, progress: bool | ProgressCallback, changes: dict[str, Any],
-        keep_stages: bool = False,
+        keep_stages: bool = False, overwrite: bool = True,
     ) -> Generation:
         settings = self._settings(settings, changes, generating="continuing a seed")
         total = self._samples(seconds)
@@ -191,7 +194,7 @@ class Pipeline:
             if lead >= sampler.overlap:
                 previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
         job = _Job(total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, keep_stages=keep_stages)
-        return self._render(command, sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed})
+        return self._render(command, sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed}, overwrite=overwrite)
 
     def generate(
         self,
@@ -199,41 +202,48 @@ class Pipeline:
         *,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
+        overwrite: bool = True,
         progress: bool | ProgressCallback = False,
         **changes: Any,
     ) -> Generation:
         """``seconds`` of new music from an empty context."""
         settings = self._settings(settings, changes, generating="generating")
         sampler = self._sampler(settings)
-        return self._render("generate", sampler, settings, _Job(total=self._samples(seconds)), out, progress, {"seconds": seconds})
+        return self._render("generate", sampler, settings, _Job(total=self._samples(seconds)), out, progress, {"seconds": seconds}, overwrite=overwrite)
 
     def remix(
         self,
-        audio: np.ndarray | torch.Tensor,
+        audio: np.ndarray | torch.Tensor | str | os.PathLike[str],
         sample_rate: int,
         strength: float,
         *,
         context: tuple[np.ndarray | torch.Tensor, int] | None = None,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
+        overwrite: bool = True,
         progress: bool | ProgressCallback = False,
         **changes: Any,
     ) -> Generation:
         """Re-noise ``audio`` to ``strength`` at the first level in ``levels`` and denoise it.
 
-        The result has the input's length. ``context`` (audio, sample rate) fills the first
-        window's context, as a seed does for a continuation; without it the start is
-        unconditional.
+        The result has the input's length. ``audio`` may be an audio file, which is then read a
+        block per pass (at its own sample rate; ``sample_rate`` is not used), so memory does not
+        grow with its length. ``context`` (audio, sample rate) fills the first window's context,
+        as a seed does for a continuation; without it the start is unconditional.
         """
         if not 0.0 <= strength <= 1.0:
             raise JbdiffError(f"remix strength must be in [0, 1], got {strength}")
         settings = self._settings(settings, changes)
-        source = self._model_input(audio, sample_rate, "input").mono()
+        source: _Source = _FileSource(AudioStreamReader(audio)) if isinstance(audio, (str, os.PathLike)) else _ArraySource(
+            self._model_input(audio, sample_rate, "input").mono())
+        frame = max(self.codec.hops)
+        if source.length < frame:
+            raise JbdiffError(f"input: {source.length} samples is shorter than one latent frame ({frame} samples at {SAMPLE_RATE} Hz)")
         sampler = self._sampler(settings)
         if context is not None:
             sampler.prime(self._model_input(context[0], context[1], "context").aligned(max(self.codec.hops)).mono())
-        job = _Job(total=source.shape[-1], source=source.to(self.device), strength=strength)
-        return self._render("remix", sampler, settings, job, out, progress, {"strength": strength, "context": context is not None})
+        job = _Job(total=source.length, source=source, strength=strength)
+        return self._render("remix", sampler, settings, job, out, progress, {"strength": strength, "context": context is not None}, overwrite=overwrite)
 
     def inpaint(
         self,
@@ -483,8 +493,27 @@ class Pipeline:
         out: str | os.PathLike[str] | None,
         progress: bool | ProgressCallback,
         extra: dict[str, Any],
+        *,
+        overwrite: bool = True,
     ) -> Generation:
+        """Run every pass of ``job``, streamed to ``out`` when given.
+
+        Every file the run writes is checked and claimed before the first pass (see
+        :mod:`jbdiff.core.outputs`), including whether it fits the free disk space.
+        """
         passes = math.ceil(job.total / sampler.chunk)
+        samples = (job.lead + job.total) * sampler.channels * settings.batch
+        if out is None:
+            _check_memory(samples * 4 * 2)  # the pieces and the joined takes
+            return self._render_claimed(command, sampler, settings, job, out, progress, extra, passes)
+        needed = round(samples * 4 * _STAGING_FACTOR.get(Path(out).suffix.lower(), 1.0))
+        with claim_outputs(run_outputs(Path(out), settings.batch), overwrite=overwrite, needed_bytes=needed):
+            return self._render_claimed(command, sampler, settings, job, out, progress, extra, passes)
+
+    def _render_claimed(
+        self, command: str, sampler: WindowSampler, settings: SamplingSettings, job: _Job, out: str | os.PathLike[str] | None,
+        progress: bool | ProgressCallback, extra: dict[str, Any], passes: int,
+    ) -> Generation:
         started = time.perf_counter()
         takes: list[list[np.ndarray]] = [[] for _ in range(settings.batch)]
         paths = _take_paths(Path(out), settings.batch) if out is not None else []
@@ -539,7 +568,7 @@ class Pipeline:
         for path in paths:
             save_spectrogram_png(path, path.with_suffix(".png"), marks)
         with atomic_path(Path(out).with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2))
+            tmp.write_text(json.dumps(json_safe(manifest), indent=2, allow_nan=False))
         return Generation(None, SAMPLE_RATE, run.seams, manifest, paths=paths, stages=stages)
 
     def _deliver(
@@ -550,12 +579,14 @@ class Pipeline:
         if out is None:
             return self._finish(run, extra, None, [], [take.numpy() for take in takes], Marks(regions=regions))
         paths = _take_paths(Path(out), len(takes))
-        with contextlib.ExitStack() as stack:
-            for path, take in zip(paths, takes):
-                writer = stack.enter_context(AudioStreamWriter(path, take.shape[0], SAMPLE_RATE))
-                for first in range(0, take.shape[-1], _BLOCK):
-                    writer.write(take[:, first : first + _BLOCK].numpy())
-        return self._finish(run, extra, out, paths, None, Marks(regions=regions))
+        needed = round(sum(take.numel() for take in takes) * 4 * _STAGING_FACTOR.get(Path(out).suffix.lower(), 1.0))
+        with claim_outputs(run_outputs(Path(out), len(takes)), overwrite=True, needed_bytes=needed):
+            with contextlib.ExitStack() as stack:
+                for path, take in zip(paths, takes):
+                    writer = stack.enter_context(AudioStreamWriter(path, take.shape[0], SAMPLE_RATE))
+                    for first in range(0, take.shape[-1], _BLOCK):
+                        writer.write(take[:, first : first + _BLOCK].numpy())
+            return self._finish(run, extra, out, paths, None, Marks(regions=regions))
 
     def _stream(self, sampler: WindowSampler, job: _Job, sink: Sink) -> None:
         batch = sampler.settings.batch
@@ -571,12 +602,11 @@ class Pipeline:
             _emit(sink, fader.push(sampler.next_pass(init, job.strength)))
         _emit(sink, fader.flush())
 
-    def _source_latents(self, sampler: WindowSampler, source: torch.Tensor, start: int) -> torch.Tensor:
+    def _source_latents(self, sampler: WindowSampler, source: _Source, start: int) -> torch.Tensor:
         """The first level's latents of the input over one pass (encoded with its left margin)."""
         level = sampler.levels[0]
         margin = sampler.encode_margin[level]
-        piece = source[..., max(0, start - margin) : start + sampler.chunk]
-        piece = torch.nn.functional.pad(piece, (0, start + sampler.chunk - max(0, start - margin) - piece.shape[-1]))
+        piece = source.piece(max(0, start - margin), start + sampler.chunk).to(self.device)
         latents = self.codec.encode(piece, [level])[level][..., -(sampler.chunk // self.codec.hops[level]) :]
         return latents.expand(sampler.settings.batch, -1, -1)
 
@@ -659,7 +689,7 @@ class _Job:
     lead: int = 0
     previous: torch.Tensor | None = None
     seed_audio: torch.Tensor | None = None
-    source: torch.Tensor | None = None
+    source: _Source | None = None
     strength: float = 1.0
     keep_stages: bool = False
 
@@ -707,10 +737,61 @@ def _channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
     return audio[:, :channels] if audio.shape[1] >= channels else audio.expand(-1, channels, -1)
 
 
+class _Source(Protocol):
+    """A remix's input: ``length`` mono samples at the model's rate, handed out a piece at a time."""
+
+    length: int
+
+    def piece(self, start: int, stop: int) -> torch.Tensor:
+        """(1, 1, stop - start) samples, zeros past the end."""
+        ...
+
+
+class _ArraySource:
+    def __init__(self, samples: torch.Tensor) -> None:
+        self.samples, self.length = samples, samples.shape[-1]
+
+    def piece(self, start: int, stop: int) -> torch.Tensor:
+        piece = self.samples[..., start:stop]
+        return torch.nn.functional.pad(piece, (0, stop - start - piece.shape[-1]))
+
+
+class _FileSource:
+    def __init__(self, reader: AudioStreamReader) -> None:
+        self.reader, self.length = reader, reader.length
+
+    def piece(self, start: int, stop: int) -> torch.Tensor:
+        return torch.from_numpy(self.reader.read(start, stop))[None]
+
+
 def _emit(sink: Sink, audio: torch.Tensor) -> None:
     piece = audio.detach().cpu().numpy()
     for take in range(piece.shape[0]):
         sink(take, piece[take])
+
+
+_STAGING_FACTOR = {".wav": 1.0, ".flac": 1.75, ".ogg": 1.1}
+"""Disk space of a streamed output per byte of float32 WAV: the staging WAV plus the file made from it."""
+
+
+def _check_memory(needed: int) -> None:
+    """Refuse audio kept in memory that would not fit the memory this machine has free."""
+    try:  # MemAvailable counts the page cache the kernel would give back; free pages alone do not
+        meminfo = Path("/proc/meminfo").read_text()
+        free = next(int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return
+    if needed > free:
+        raise JbdiffError(
+            f"the audio asked for needs about {needed / 1e9:.1f} GB of memory but {free / 1e9:.1f} GB is free; "
+            "write it to a file instead (out=...), which streams it"
+        )
+
+
+def run_outputs(out: Path, batch: int) -> list[Path]:
+    """Every file a run streamed to ``out`` writes: each take's audio and spectrogram, and the manifest."""
+    takes = _take_paths(out, batch)
+    return [*takes, *(p.with_suffix(".png") for p in takes), out.with_suffix(".json")]
 
 
 def _take_paths(out: Path, batch: int) -> list[Path]:

@@ -12,6 +12,7 @@ from init strengths 0 / 0.67 / 0.5 / 0.23, two base windows per pass (its
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,22 @@ from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise import NOISE_STYLES
 from jbdiff.core.samplers import SAMPLERS, schedule
 from jbdiff.core.stages import DANCE_STAGE, LATENT_STAGES, SAMPLING_STAGES, stage_level
+
+MAX_STEPS = 10_000
+"""The most sampling steps a stage takes (v1's recipe uses 250)."""
+MAX_GUIDANCE = 100.0
+MAX_WINDOW_MULTIPLIER = 64
+MAX_CROSSFADE_SAMPLES = 1 << 20
+MAX_BATCH = 64
+"""The most takes of one run: each take holds its own staging file and working memory."""
+MAX_SEED = 2**63 - 2
+"""The largest seed (the Dance stage draws from ``seed + 1``, and a generator takes 64 bits)."""
+
+
+def _between(what: str, value: float, low: float, high: float) -> None:
+    """Refuse ``value`` unless it is a finite number within [low, high] (NaN and infinity included)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        raise JbdiffError(f"{what} must be a number from {low:g} to {high:g}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -33,12 +50,11 @@ class StageSettings:
     sampler: str = "dpm"
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise JbdiffError(f"steps must be at least 1, got {self.steps}")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise JbdiffError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {self.steps}")
         if not 0.0 <= self.init_strength < 1.0:
             raise JbdiffError(f"init strength must be in [0, 1), got {self.init_strength}")
-        if self.guidance < 0:
-            raise JbdiffError(f"guidance must not be negative, got {self.guidance}")
+        _between("guidance", self.guidance, 0.0, MAX_GUIDANCE)
         if self.sampler not in SAMPLERS:
             raise JbdiffError(f"unknown sampler '{self.sampler}'; use one of {', '.join(SAMPLERS)}")
 
@@ -78,12 +94,10 @@ class SamplingSettings:
             raise JbdiffError(f"noise step size must be in [0, 1], got {self.noise_step}")
         if self.crossfade not in CROSSFADES:
             raise JbdiffError(f"unknown crossfade '{self.crossfade}'; use one of {', '.join(CROSSFADES)}")
-        if self.crossfade_samples < 0:
-            raise JbdiffError(f"crossfade length must be >= 0 samples, got {self.crossfade_samples}")
-        if self.window_multiplier < 1:
-            raise JbdiffError(f"window multiplier must be at least 1, got {self.window_multiplier}")
-        if self.batch < 1:
-            raise JbdiffError(f"batch must be at least 1, got {self.batch}")
+        _between("crossfade length (samples)", self.crossfade_samples, 0, MAX_CROSSFADE_SAMPLES)
+        _between("window multiplier", self.window_multiplier, 1, MAX_WINDOW_MULTIPLIER)
+        _between("batch", self.batch, 1, MAX_BATCH)
+        _between("seed", self.seed, 0, MAX_SEED)
 
     def stage(self, name: str) -> StageSettings:
         """The settings of stage ``name`` (``level2``, ``level1``, ``level0`` or ``dance``)."""
@@ -152,8 +166,8 @@ def with_options(
     per-stage ``steps`` / ``guidance`` / ``init_strength`` / ``sampler`` (:func:`per_stage`)
     and any other field by name."""
     changes: dict[str, Any] = dict(fields)
-    if levels:
-        changes["levels"] = tuple(STAGE_KEYS.get(key.strip(), key.strip()) for key in levels.split(","))
+    if levels is not None:  # "" names no stage, which is refused rather than read as "all"
+        changes["levels"] = tuple(STAGE_KEYS.get(key.strip(), key.strip()) for key in levels.split(",") if key.strip())
     per_field: dict[str, dict[str, Any]] = {}
     for option, field_name, text, convert in (
         ("--steps", "steps", steps, int), ("--guidance", "guidance", guidance, float),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -20,11 +21,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     tmp = staging_file(target, f".part{target.suffix}")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     try:
         yield tmp
+        os.chmod(tmp, file_mode())  # writers that recreate the file (safetensors) or move one in make it 0600
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -40,7 +39,25 @@ def staging_file(target: Path, suffix: str) -> Path:
     remove_orphaned_parts(target)
     fd, name = tempfile.mkstemp(prefix=f".{target.stem}.{os.getpid()}.", suffix=suffix, dir=target.parent)
     os.close(fd)
+    os.chmod(name, file_mode())  # mkstemp creates 0600; give the file the usual permissions
     return Path(name)
+
+
+@functools.cache
+def file_mode() -> int:
+    """The permissions a new file gets under this process's umask (0644 under the usual 022).
+
+    Read once: setting the umask to read it back would briefly change it for every thread.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _alive(pid: int) -> bool:
