@@ -1,6 +1,6 @@
 """``jbdiff studio``: a local web app (Gradio) over :class:`jbdiff.pipeline.Pipeline`.
 
-One tab per move (Continue, Remix, Generate), the bundle's sampling settings in an "advanced"
+One tab per move (Continue, Remix, Repaint, Extend, Loop, Generate), the bundle's sampling settings in an "advanced"
 panel, a seed with a dice button, several takes side by side, a progress bar per stage with the
 time left, a Stop button, and for each take a player, the spectrogram, downloads (WAV, FLAC,
 OGG, the manifest) and "use as input". Jobs run one at a time; a second browser tab waits with
@@ -228,6 +228,19 @@ _CSS = """
 """
 
 
+def _audio_input(what: str, elem_id: str) -> gr.Audio:
+    return gr.Audio(label=f"{what} (upload or record)", sources=["upload", "microphone"], type="filepath", buttons=["download"], elem_id=elem_id)
+
+
+def _edit_options(fade: str) -> tuple[gr.Number, gr.Number]:
+    """The editing commands' --fade (empty: the pipeline's default) and --jumps."""
+    with gr.Row():
+        return (
+            gr.Number(value=None, minimum=0, label=f"Fade ({fade}; empty: the default)"),
+            gr.Number(value=0, precision=0, minimum=0, label="RePaint jumps per step (each adds the first level's cost again)"),
+        )
+
+
 def build_app(studio: Studio) -> gr.Blocks:
     """The page: moves in tabs, shared settings, progress and Stop, takes side by side."""
     pipe = studio.pipe
@@ -241,19 +254,41 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Column(scale=5, min_width=400):
                 with gr.Tabs(elem_id="jb-moves") as tabs:
                     with gr.Tab("Continue", id="Continue", elem_id="jb-tab-continue"):
-                        inputs["Continue"] = gr.Audio(label="Seed (upload or record)", sources=["upload", "microphone"], type="filepath", buttons=["download"], elem_id="jb-continue-input")
+                        inputs["Continue"] = _audio_input("Seed", "jb-continue-input")
                         continue_info = gr.Markdown(elem_classes="jb-info")
                         with gr.Row():
                             continue_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds to add", elem_id="jb-continue-seconds")
                             include_seed = gr.Checkbox(label="Keep the seed at the start", value=True)
                         continue_button = gr.Button("Continue", variant="primary", elem_id="jb-run-continue")
                     with gr.Tab("Remix", id="Remix", elem_id="jb-tab-remix"):
-                        inputs["Remix"] = gr.Audio(label="Recording to remix (upload or record)", sources=["upload", "microphone"], type="filepath", buttons=["download"], elem_id="jb-remix-input")
+                        inputs["Remix"] = _audio_input("Recording to remix", "jb-remix-input")
                         remix_info = gr.Markdown(elem_classes="jb-info")
                         strength = gr.Slider(0, 1, value=0.5, step=0.01, label="Strength (0 keeps the input, 1 replaces it)")
                         with gr.Accordion("Context (optional): music whose end comes before the input", open=False):
                             context = gr.Audio(label="Context", sources=["upload"], type="filepath", buttons=["download"])
                         remix_button = gr.Button("Remix", variant="primary", elem_id="jb-run-remix")
+                    with gr.Tab("Repaint", id="Repaint", elem_id="jb-tab-repaint"):
+                        inputs["Repaint"] = _audio_input("Recording to repaint", "jb-repaint-input")
+                        repaint_info = gr.Markdown(elem_classes="jb-info")
+                        with gr.Row():
+                            region_start = gr.Number(value=0.0, minimum=0, label="Region start (s)", elem_id="jb-repaint-start")
+                            region_end = gr.Number(value=2.0, minimum=0, label="Region end (s)", elem_id="jb-repaint-end")
+                        repaint_fade, repaint_jumps = _edit_options("fade around the region, seconds")
+                        repaint_button = gr.Button("Repaint", variant="primary", elem_id="jb-run-repaint")
+                    with gr.Tab("Extend", id="Extend", elem_id="jb-tab-extend"):
+                        inputs["Extend"] = _audio_input("Recording to extend", "jb-extend-input")
+                        extend_info = gr.Markdown(elem_classes="jb-info")
+                        with gr.Row():
+                            side = gr.Radio(["after the end", "before the start"], value="after the end", label="New music goes")
+                            extend_seconds = gr.Slider(1, 300, value=10, step=1, label="Seconds", elem_id="jb-extend-seconds")
+                        extend_fade, extend_jumps = _edit_options("fade into the input (before the start), seconds")
+                        extend_button = gr.Button("Extend", variant="primary", elem_id="jb-run-extend")
+                    with gr.Tab("Loop", id="Loop", elem_id="jb-tab-loop"):
+                        inputs["Loop"] = _audio_input("Recording the loop continues", "jb-loop-input")
+                        loop_info = gr.Markdown(elem_classes="jb-info")
+                        loop_seconds = gr.Slider(1, 120, value=8, step=1, label="Loop length (s)", elem_id="jb-loop-seconds")
+                        loop_fade, loop_jumps = _edit_options("fade around the wrap point, seconds")
+                        loop_button = gr.Button("Loop", variant="primary", elem_id="jb-run-loop")
                     with gr.Tab("Generate", id="Generate", elem_id="jb-tab-generate"):
                         generate_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds", elem_id="jb-generate-seconds")
                         generate_button = gr.Button("Generate", variant="primary", elem_id="jb-run-generate")
@@ -301,7 +336,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                                 "use": gr.Button("Use as input", elem_id=f"jb-take{take + 1}-use"),
                             })
                 with gr.Row():
-                    target = gr.Radio(["Continue", "Remix"], value="Continue", label="“Use as input” sends the take to", elem_id="jb-target")
+                    target = gr.Radio(list(inputs), value="Continue", label="“Use as input” sends the take to", elem_id="jb-target")
                 with gr.Accordion("Manifest of the last run", open=False):
                     manifest = gr.JSON(elem_id="jb-manifest")
 
@@ -325,7 +360,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 shown[manifest] = update["result"]["manifest"]
             return shown
 
-        def start(move: str, call: Callable[..., Generation], uploads: list[str | None], seed_value: float, batch_value: float,
+        def start_job(move: str, call: Callable[..., Generation], uploads: list[str | None], seed_value: float, batch_value: float,
                   values: list[Any], request: gr.Request) -> Iterator[dict[Any, Any]]:
             def settings() -> SamplingSettings:
                 if seed_value is None or batch_value is None:
@@ -340,7 +375,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 audio = _load_input(path, "seed")
                 return pipe.continue_(audio, SAMPLE_RATE, float(seconds), include_seed=keep, settings=settings, out=out, progress=report)
 
-            yield from start("Continue", call, [path], seed_value, batch_value, list(values), request)
+            yield from start_job("Continue", call, [path], seed_value, batch_value, list(values), request)
 
         def run_remix(request: gr.Request, path: str | None, amount: float, context_path: str | None, seed_value: float, batch_value: float, *values: Any) -> Iterator[dict[Any, Any]]:
             def call(settings: SamplingSettings, out: Path, report: Callable[..., None]) -> Generation:
@@ -348,19 +383,48 @@ def build_app(studio: Studio) -> gr.Blocks:
                 before = (load_audio(context_path, channels=None), SAMPLE_RATE) if context_path else None
                 return pipe.remix(audio, SAMPLE_RATE, float(amount), context=before, settings=settings, out=out, progress=report)
 
-            yield from start("Remix", call, [path, context_path], seed_value, batch_value, list(values), request)
+            yield from start_job("Remix", call, [path, context_path], seed_value, batch_value, list(values), request)
 
         def run_generate(request: gr.Request, seconds: float, seed_value: float, batch_value: float, *values: Any) -> Iterator[dict[Any, Any]]:
             def call(settings: SamplingSettings, out: Path, report: Callable[..., None]) -> Generation:
                 return pipe.generate(float(seconds), settings=settings, out=out, progress=report)
 
-            yield from start("Generate", call, [], seed_value, batch_value, list(values), request)
+            yield from start_job("Generate", call, [], seed_value, batch_value, list(values), request)
 
         shared = [seed, batch, *advanced]
         job = {"outputs": outputs, "concurrency_id": "jbdiff-job", "concurrency_limit": 1, "show_progress_on": [progress], "api_visibility": "private"}
         continue_button.click(run_continue, [inputs["Continue"], continue_seconds, include_seed, *shared], **job)
         remix_button.click(run_remix, [inputs["Remix"], strength, context, *shared], **job)
         generate_button.click(run_generate, [generate_seconds, *shared], **job)
+
+        def run_repaint(request: gr.Request, path: str | None, start: float, end: float, fade: float | None, jumps: float,
+                        seed_value: float, batch_value: float, *values: Any) -> Iterator[dict[Any, Any]]:
+            def call(settings: SamplingSettings, out: Path, report: Callable[..., None]) -> Generation:
+                audio = _load_input(path, "recording to repaint")
+                return pipe.inpaint(audio, SAMPLE_RATE, float(start), float(end), fade=fade, jumps=int(jumps), settings=settings, out=out, progress=report)
+
+            yield from start_job("Repaint", call, [path], seed_value, batch_value, list(values), request)
+
+        def run_extend(request: gr.Request, path: str | None, where: str, seconds: float, fade: float | None, jumps: float,
+                       seed_value: float, batch_value: float, *values: Any) -> Iterator[dict[Any, Any]]:
+            def call(settings: SamplingSettings, out: Path, report: Callable[..., None]) -> Generation:
+                audio = _load_input(path, "recording to extend")
+                length = {"before": float(seconds)} if where.startswith("before") else {"after": float(seconds)}
+                return pipe.extend(audio, SAMPLE_RATE, **length, fade=fade, jumps=int(jumps), settings=settings, out=out, progress=report)
+
+            yield from start_job("Extend", call, [path], seed_value, batch_value, list(values), request)
+
+        def run_loop(request: gr.Request, path: str | None, seconds: float, fade: float | None, jumps: float,
+                     seed_value: float, batch_value: float, *values: Any) -> Iterator[dict[Any, Any]]:
+            def call(settings: SamplingSettings, out: Path, report: Callable[..., None]) -> Generation:
+                audio = _load_input(path, "recording the loop continues")
+                return pipe.loop(audio, SAMPLE_RATE, float(seconds), fade=fade, jumps=int(jumps), settings=settings, out=out, progress=report)
+
+            yield from start_job("Loop", call, [path], seed_value, batch_value, list(values), request)
+
+        repaint_button.click(run_repaint, [inputs["Repaint"], region_start, region_end, repaint_fade, repaint_jumps, *shared], **job)
+        extend_button.click(run_extend, [inputs["Extend"], side, extend_seconds, extend_fade, extend_jumps, *shared], **job)
+        loop_button.click(run_loop, [inputs["Loop"], loop_seconds, loop_fade, loop_jumps, *shared], **job)
 
         def stop_job(request: gr.Request) -> str:
             return studio.stop(request.session_hash or "local")
@@ -369,8 +433,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         stop.click(stop_job, None, status, **quick)
         dice.click(lambda: random.randrange(2**31), None, seed, **quick)
         preset.change(lambda name: studio.settings_values(_PRESET_CHOICES[name]), preset, advanced, **quick)
-        inputs["Continue"].change(describe_upload, inputs["Continue"], continue_info, **quick)
-        inputs["Remix"].change(describe_upload, inputs["Remix"], remix_info, **quick)
+        for move, info in (("Continue", continue_info), ("Remix", remix_info), ("Repaint", repaint_info), ("Extend", extend_info), ("Loop", loop_info)):
+            inputs[move].change(describe_upload, inputs[move], info, **quick)
         for take in takes:
             take["use"].click(
                 lambda audio, move: (gr.Tabs(selected=move), *(audio if move == name else gr.skip() for name in inputs)),
