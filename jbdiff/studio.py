@@ -36,6 +36,7 @@ from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise import NOISE_STYLES
 from jbdiff.core.samplers import SAMPLERS
 from jbdiff.core.stages import SAMPLING_STAGES
+from jbdiff.editing import DEFAULT_FADE_SECONDS
 from jbdiff.pipeline import Generation, Pipeline, StageProgress
 from jbdiff.sampling_settings import PRESETS, SamplingSettings, StageSettings
 
@@ -233,10 +234,10 @@ def _audio_input(what: str, elem_id: str) -> gr.Audio:
 
 
 def _edit_options(fade: str) -> tuple[gr.Number, gr.Number]:
-    """The editing commands' --fade (empty: the pipeline's default) and --jumps."""
+    """The editing commands' --fade and --jumps, at their defaults."""
     with gr.Row():
         return (
-            gr.Number(value=None, minimum=0, label=f"Fade ({fade}; empty: the default)"),
+            gr.Number(value=DEFAULT_FADE_SECONDS, minimum=0, label=f"Fade ({fade})"),
             gr.Number(value=0, precision=0, minimum=0, label="RePaint jumps per step (each adds the first level's cost again)"),
         )
 

@@ -1,7 +1,8 @@
 """jbdiff studio: the app's answers to bad uploads, and the whole app driven in headless Chromium.
 
 The browser test uploads the example seed, continues it on the tiny random bundle, checks the
-player's audio and the spectrogram, sends the take to the Remix tab, uploads a text file renamed
+player's audio and the spectrogram, sends the take to the Repaint tab and repaints a region of
+it, uploads a text file renamed
 ``.wav``, stops a long job while a second browser tab waits in the queue, and runs again. It
 saves a screenshot of each state in the folder it prints (``JBDIFF_ARTEFACTS`` or pytest's
 temporary folder).
@@ -248,16 +249,22 @@ def test_the_studio_in_a_real_browser(app_url: tuple[str, Path], bad_uploads: di
         assert page.audio_seconds("#jb-take1-audio") == pytest.approx(11.0, abs=0.05)  # the 10 s seed + 1 s
         page.wait("the spectrogram", lambda: first.execute_script(
             "const i = document.querySelector('#jb-take1-image img'); return i && i.complete && i.naturalWidth > 500;"))
-        names = sorted(p.suffix for p in outputs.iterdir())
+        names = sorted(p.suffix for p in outputs.iterdir())  # one take: its audio in three formats, spectrogram, manifest
         assert names == [".flac", ".json", ".ogg", ".png", ".wav"]
         page.shot("03-result")
 
-        # "use as input" fills the Remix tab and shows it
-        page.click("#jb-target input[value='Remix']")
+        # "use as input" fills the Repaint tab and shows it; repaint half a second of the continuation
+        page.click("#jb-target input[value='Repaint']")
         page.click("#jb-take1-use")
-        page.wait("the take in the Remix tab", lambda: "0:11" in page.text("#jb-remix-input"))
-        assert page.find("#jb-remix-input").is_displayed() and not page.find("#jb-continue-input").is_displayed()
+        page.wait("the take in the Repaint tab", lambda: "0:11" in page.text("#jb-repaint-input"))
+        assert page.find("#jb-repaint-input").is_displayed() and not page.find("#jb-continue-input").is_displayed()
         page.shot("04-use-as-input")
+        page.set_number("#jb-repaint-start", 10)
+        page.set_number("#jb-repaint-end", 10.5)
+        page.click("#jb-run-repaint")
+        page.wait("the repainted take", lambda: list(outputs.glob("*-repaint.ogg")) and "repaint" in page.find("#jb-take1-audio a[download]").get_attribute("download"))
+        assert page.audio_seconds("#jb-take1-audio") == pytest.approx(11.0, abs=0.05)
+        page.shot("05-repainted")
 
         # a text file renamed .wav: one sentence, in the page, the CLI's
         page.tab("Continue")
@@ -267,7 +274,7 @@ def test_the_studio_in_a_real_browser(app_url: tuple[str, Path], bad_uploads: di
         page.click("#jb-run-continue")
         page.wait("the run's error", lambda: page.text("#jb-status").startswith(f"⚠️ {sentence}"))
         assert "Traceback" not in first.page_source and len(page.text("#jb-status").splitlines()) == 1
-        page.shot("05-bad-upload")
+        page.shot("06-bad-upload")
 
         # a long job; a second browser tab queues behind it; Stop; the queued job and a new one run
         page.upload("#jb-continue-input", SEED)
@@ -284,12 +291,12 @@ def test_the_studio_in_a_real_browser(app_url: tuple[str, Path], bad_uploads: di
         other.set_number("#jb-generate-seconds", 1)
         other.click("#jb-run-generate")
         other.wait("the queue position", lambda: "queue" in other.text("#jb-progress").lower())
-        other.shot("06-second-tab-queued")
+        other.shot("07-second-tab-queued")
         page.click("#jb-stop")
         page.wait("the stop", lambda: "Stopped; nothing was written." in page.text("#jb-status"))
-        page.shot("07-stopped")
+        page.shot("08-stopped")
         other.wait("the queued job's take", lambda: other.all("#jb-take1-audio a[download]"))
-        other.shot("08-second-tab-done")
+        other.shot("09-second-tab-done")
         created = set(outputs.iterdir()) - before
         assert created and all("-generate." in p.name for p in created), "the stopped job wrote something"
         assert not [p for p in outputs.iterdir() if p.name.startswith(".")], "a staging file was left behind"
@@ -297,7 +304,7 @@ def test_the_studio_in_a_real_browser(app_url: tuple[str, Path], bad_uploads: di
         page.click("#jb-run-continue")
         page.wait("a take after the stop", lambda: len(list(outputs.glob("*-continue.png"))) == 2 and page.all("#jb-take1-audio a[download]"))
         page.wait("the new take in the page", lambda: len(page.text("#jb-progress")) == 0)
-        page.shot("09-usable-after-stop")
+        page.shot("10-usable-after-stop")
 
         external = [u for u in _requests(first) + _requests(second) if u.startswith("http") and not u.startswith(url)]
         assert external == [], f"the page reached outside the machine: {external[:5]}"
