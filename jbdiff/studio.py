@@ -1,10 +1,10 @@
 """``jbdiff studio``: a local web app (Gradio) over :class:`jbdiff.pipeline.Pipeline`.
 
-One tab per move (Continue, Remix, Repaint, Extend, Loop, Generate), the bundle's sampling settings in an "advanced"
-panel, a seed with a dice button, several takes side by side, a progress bar per stage with the
-time left, a Stop button, and for each take a player, the spectrogram, downloads (WAV, FLAC,
-OGG, the manifest) and "use as input". Jobs run one at a time; a second browser tab waits with
-its place in the queue shown. The app samples nothing itself: every move is one ``Pipeline``
+One tab per move (Continue, Remix, Repaint, Extend, Loop, Generate), the bundle's sampling
+settings in an "advanced" panel, a seed with a dice button, several takes side by side, a
+progress bar per stage with the time left, a Stop button, and for each take a player, the
+spectrogram, downloads (WAV, FLAC, OGG, the manifest) and "use as input". Jobs run one at a
+time; a second browser tab waits with its place in the queue shown. The app samples nothing itself: every move is one ``Pipeline``
 call that streams to a file, whose progress callback reports and cancels. It binds the loopback
 address by default and sends nothing anywhere (no analytics, no share link).
 """

@@ -2,10 +2,9 @@
 
 The browser test uploads the example seed, continues it on the tiny random bundle, checks the
 player's audio and the spectrogram, sends the take to the Repaint tab and repaints a region of
-it, uploads a text file renamed
-``.wav``, stops a long job while a second browser tab waits in the queue, and runs again. It
-saves a screenshot of each state in the folder it prints (``JBDIFF_ARTEFACTS`` or pytest's
-temporary folder).
+it, uploads a text file renamed ``.wav``, stops a long job while a second browser tab waits in
+the queue, and runs again. It saves a screenshot of each state in the folder it prints
+(``JBDIFF_ARTEFACTS`` or pytest's temporary folder).
 """
 
 from __future__ import annotations
@@ -106,6 +105,24 @@ def test_a_six_channel_96k_upload_is_continued_as_the_cli_would(tiny_bundle: Pat
 def test_the_command_listens_on_this_machine_only_by_default() -> None:
     args = cli.build_parser().parse_args(["studio"])
     assert (args.host, args.port, args.model, args.func) == ("127.0.0.1", 7860, None, cli.cmd_studio)
+
+
+@pytest.mark.parametrize("move", ["Extend", "Loop"])
+def test_extend_and_loop_deliver_a_take(tiny_bundle: Path, tmp_path: Path, move: str) -> None:
+    from jbdiff.studio import _load_input
+
+    studio = Studio(Pipeline.from_pretrained(tiny_bundle, device="cpu"), tmp_path)
+
+    def call(settings: Any, out: Path, report: Any) -> Any:
+        audio = _load_input(str(SEED), "input")[:, : SAMPLE_RATE]
+        if move == "Extend":
+            return studio.pipe.extend(audio, SAMPLE_RATE, before=0.5, settings=settings, out=out, progress=report)
+        return studio.pipe.loop(audio, SAMPLE_RATE, 0.8, settings=settings, out=out, progress=report)
+
+    updates = list(studio.job(move, call, lambda: studio.pipe.settings, [str(SEED)], "test"))
+    assert any("<progress" in u.get("progress", "") for u in updates)  # the editing moves report progress too
+    take = updates[-1]["result"]["takes"][0]
+    assert sf.info(take["audio"]).duration == pytest.approx(1.5 if move == "Extend" else 0.8, abs=0.01)
 
 
 def test_a_busy_port_is_one_sentence(tiny_bundle: Path, tmp_path: Path) -> None:
