@@ -211,11 +211,16 @@ class Studio:
         return {"takes": takes, "manifest": result.manifest}
 
 
-def _load_input(path: str | None, what: str) -> np.ndarray:
-    """An upload read as the CLI reads its input files."""
+def _upload(path: str | None, what: str) -> str:
+    """The path of an upload (or recording), refused when there is none."""
     if not path:
         raise JbdiffError(f"no {what}: upload a file or record one first")
-    return load_audio(path, channels=None)
+    return path
+
+
+def _load_input(path: str | None, what: str) -> np.ndarray:
+    """An upload read as the CLI reads its input files."""
+    return load_audio(_upload(path, what), channels=None)
 
 
 _CSS = """
@@ -380,9 +385,9 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         def run_remix(request: gr.Request, path: str | None, amount: float, context_path: str | None, seed_value: float, batch_value: float, *values: Any) -> Iterator[dict[Any, Any]]:
             def call(settings: SamplingSettings, out: Path, report: Callable[..., None]) -> Generation:
-                audio = _load_input(path, "recording to remix")
+                recording = _upload(path, "recording to remix")  # read a block per pass, as the CLI does
                 before = (load_audio(context_path, channels=None), SAMPLE_RATE) if context_path else None
-                return pipe.remix(audio, SAMPLE_RATE, float(amount), context=before, settings=settings, out=out, progress=report)
+                return pipe.remix(recording, SAMPLE_RATE, float(amount), context=before, settings=settings, out=out, progress=report)
 
             yield from start_job("Remix", call, [path, context_path], seed_value, batch_value, list(values), request)
 

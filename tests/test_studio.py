@@ -2,7 +2,7 @@
 
 The browser test uploads the example seed, continues it on the tiny random bundle, checks the
 player's audio and the spectrogram, sends the take to the Repaint tab and repaints a region of
-it, uploads a text file renamed ``.wav``, stops a long job while a second browser tab waits in
+it, remixes a text file renamed ``.wav``, stops a long job while a second browser tab waits in
 the queue, and runs again. It saves a screenshot of each state in the folder it prints
 (``JBDIFF_ARTEFACTS`` or pytest's temporary folder).
 """
@@ -283,19 +283,19 @@ def test_the_studio_in_a_real_browser(app_url: tuple[str, Path], bad_uploads: di
         assert page.audio_seconds("#jb-take1-audio") == pytest.approx(11.0, abs=0.05)
         page.shot("05-repainted")
 
-        # a text file renamed .wav: one sentence, in the page, the CLI's
-        page.tab("Continue")
-        page.upload("#jb-continue-input", bad_uploads["text"])
+        # a text file renamed .wav, to remix: one sentence, in the page, the CLI's
+        page.tab("Remix")
+        page.upload("#jb-remix-input", bad_uploads["text"])
         sentence = "notes.wav: not an audio file libsndfile can read"
-        page.wait("the upload's error", lambda: sentence in page.text("#jb-tab-continue"))
-        page.click("#jb-run-continue")
+        page.wait("the upload's error", lambda: sentence in page.text("#jb-tab-remix"))
+        page.click("#jb-run-remix")
         page.wait("the run's error", lambda: page.text("#jb-status").startswith(f"⚠️ {sentence}"))
         assert "Traceback" not in first.page_source and len(page.text("#jb-status").splitlines()) == 1
         page.shot("06-bad-upload")
 
         # a long job; a second browser tab queues behind it; Stop; the queued job and a new one run
-        page.upload("#jb-continue-input", SEED)
-        page.wait("the seed's description", lambda: "knolls_seed.ogg" in page.text("#jb-tab-continue"))
+        page.tab("Continue")
+        page.wait("the seed, still there", lambda: "knolls_seed.ogg" in page.text("#jb-tab-continue"))
         page.set_number("#jb-continue-seconds", 120)
         before = set(outputs.iterdir())
         page.click("#jb-run-continue")
