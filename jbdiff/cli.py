@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("input", help="audio file to edit")
     inp.add_argument("--start", type=float, required=True, help="start of the region, seconds")
     inp.add_argument("--end", type=float, required=True, help="end of the region, seconds (at most the file's end)")
-    _add_edit_options(inp, "equal-power fades either side of the region, seconds (default: 0.05, at most the region)")
+    _add_edit_options(inp, "equal-power fades at both ends of the region, inside it, seconds (default: 0.05, at most half the region)")
     _add_sampling_options(inp)
     inp.set_defaults(func=cmd_inpaint)
 
@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     lp = sub.add_parser("loop", help="a piece continuing a recording whose end flows into its start")
     lp.add_argument("input", help="audio file whose end the loop continues (at least one window long)")
     lp.add_argument("--seconds", type=float, required=True, help="length of the loop, seconds")
-    _add_edit_options(lp, "fades around the regenerated wrap-around, seconds (default: 0.05)")
+    _add_edit_options(lp, "fades at the ends of the regenerated wrap-around, seconds (default: 0.05)")
     _add_sampling_options(lp)
     lp.set_defaults(func=cmd_loop)
 

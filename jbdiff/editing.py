@@ -5,9 +5,10 @@ coarsest latent grid; a *span* of whole passes covers it plus its fades and some
 material on both sides (clamped at the file's start). Sampling the span, every stage keeps
 the input's own latents (or, at the Dance stage, its audio) outside the region and generates
 inside it (:class:`jbdiff.window_sampler.Known`); the context before the span is the input.
-The result is spliced into the input with equal-power fades outside the region
-(:func:`jbdiff.core.crossfade.splice`), so that outside ``[start - fade, end + fade)`` the
-output *is* the input.
+The result is spliced into the input with equal-power fades at the region's two ends, inside
+it (:func:`jbdiff.core.crossfade.splice`), so that outside ``[start, end)`` the output *is*
+the input; the fades also hide the step, inside the generated audio, from generated to kept
+latents.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ DEFAULT_FADE_SECONDS = 0.05
 
 @dataclass(frozen=True)
 class Region:
-    """Samples ``[start, end)`` to regenerate, with ``fade`` samples of crossfade either side."""
+    """Samples ``[start, end)`` to regenerate, with ``fade`` samples of crossfade at each end, inside it."""
 
     start: int
     end: int
@@ -38,7 +39,7 @@ class Region:
         """Check a region given in seconds against an input of ``length`` samples.
 
         ``frame`` is the coarsest latent frame in samples (the shortest region); ``fade``
-        None means the default (at most the region's length).
+        None means the default (at most half the region).
         """
         seconds = length / SAMPLE_RATE
         if not (math.isfinite(start) and math.isfinite(end)):
@@ -53,12 +54,12 @@ class Region:
                 f"{what}: the region is {last - first} samples long, shorter than one coarsest latent frame ({frame} samples)"
             )
         if fade is None:
-            fade = min(DEFAULT_FADE_SECONDS, (last - first) / SAMPLE_RATE)
+            fade = min(DEFAULT_FADE_SECONDS, (last - first) / 2 / SAMPLE_RATE)
         if not (math.isfinite(fade) and fade >= 0):
             raise JbdiffError(f"{what}: the fade must be a non-negative number of seconds, got {fade}")
         fade_samples = round(fade * SAMPLE_RATE)
-        if fade_samples > last - first:
-            raise JbdiffError(f"{what}: the fades ({fade:g} s) are longer than the region ({(last - first) / SAMPLE_RATE:g} s)")
+        if 2 * fade_samples > last - first:
+            raise JbdiffError(f"{what}: the fades (2 x {fade:g} s) are longer than the region ({(last - first) / SAMPLE_RATE:g} s)")
         return cls(first, last, fade_samples)
 
     def seconds(self) -> dict[str, float]:

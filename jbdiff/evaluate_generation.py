@@ -16,10 +16,9 @@ curve's first point.
 
 Inpaint: from each track, a clip of ``context_seconds`` + the longest region +
 ``after_seconds`` (from ``start_fraction``) has a region of each length regenerated after the
-context; the region is compared with the real one, against baselines put in its place (each
-starting outright and faded back into the real audio after the region): a plain continuation
-of the context (the naive edit), the real region, pink noise at its RMS, and the codec's
-reconstruction. Seams are measured at the region's start and end; a loop
+context; the region is compared with the real one, against baselines crossfaded in its place
+as the pipeline splices its own: a plain continuation of the context (the naive edit), the
+real region, pink noise at its RMS, and the codec's reconstruction. Seams are measured at the region's start and end; a loop
 made from the context is measured at its wrap point (played twice), against the continuation
 it was made from played twice.
 
@@ -505,13 +504,12 @@ def evaluate_remix(
     return json_safe({**report, "files": files, "skipped": skipped})
 
 
-def _spliced(original: np.ndarray, candidate: np.ndarray, start: int, end: int) -> np.ndarray:
-    """Mono ``candidate`` put into mono ``original`` from ``start`` as a naive edit would: it
-    starts there outright, runs to ``end`` and is faded back into ``original`` (equal power)
-    over whatever it has beyond ``end``."""
-    after = min(original.shape[-1], start + candidate.shape[-1])
-    joined = splice(torch.from_numpy(original[:, start:after]), torch.from_numpy(candidate[:, : after - start]), 0, after - end)
-    return np.concatenate([original[:, :start], joined.numpy(), original[:, after:]], axis=-1)
+def _spliced(original: np.ndarray, region: np.ndarray, start: int, fade: int) -> np.ndarray:
+    """Mono ``region`` crossfaded into mono ``original`` from ``start`` as the pipeline splices
+    its own: equal-power fades of ``fade`` samples at both ends, inside the region."""
+    end = start + region.shape[-1]
+    joined = splice(torch.from_numpy(original[:, start:end]), torch.from_numpy(region), fade, fade)
+    return np.concatenate([original[:, :start], joined.numpy(), original[:, end:]], axis=-1)
 
 
 def evaluate_inpaint(
@@ -533,10 +531,9 @@ def evaluate_inpaint(
     """Inpaint a region of each length after ``context_seconds`` of every file; score it and its seams.
 
     The inpainted clip is the pipeline's output (its region faded in and out over ``fade``
-    seconds); every baseline (see the module docstring) starts outright at the region's start
-    and is faded back into the real clip over ``fade`` seconds after its end, as a naive edit
-    would be. Seams are measured on those clips; the region alone is scored against the real
-    region. With ``loop_seconds``
+    seconds at its ends); every baseline (see the module docstring) is crossfaded into the
+    real clip in its place the same way. Seams are measured on those clips; the region alone
+    is scored against the real region. With ``loop_seconds``
     a loop continuing the context is also made and its wrap measured (0: no loop). ``jumps``:
     RePaint resamplings per step, for the inpainting and the loop. Returns a
     JSON-ready report whose ``summary`` maps ``"<length>s <condition>"`` (and ``"loop"`` /
@@ -569,24 +566,22 @@ def evaluate_inpaint(
                 fade=fade, jumps=jumps,
             )
             edited = mono_signal(_generated_audio(result, clip.shape[-1])[0])[None]
-            tail = min(end + fade_samples, clip.shape[-1])  # each baseline runs on into the fade back to the real audio
             naive, _ = _generated_audio(
-                pipeline.continue_(context, SAMPLE_RATE, (tail - begin) / SAMPLE_RATE, seed=seed + index, settings=settings, keep_stages=False),
-                tail - begin,
+                pipeline.continue_(context, SAMPLE_RATE, length, seed=seed + index, settings=settings, keep_stages=False), end - begin,
             )
             candidates = {
-                "inpainted": edited[:, begin:tail],
+                "inpainted": edited[:, begin:end],
                 "naive": mono_signal(naive)[None],
-                "real": clip[:, begin:tail],
-                "pink_noise": pink_noise(tail - begin, seed + index, rms=float(np.sqrt(np.mean(real**2)))),
-                "codec": decoded[:, begin:tail],
+                "real": real,
+                "pink_noise": pink_noise(end - begin, seed + index, rms=float(np.sqrt(np.mean(real**2)))),
+                "codec": decoded[:, begin:end],
             }
             real_clip = _describe(real, False)
-            for condition, candidate in candidates.items():
-                name, audio = f"{length:g}s {condition}", candidate[:, : end - begin]
+            for condition, audio in candidates.items():
+                name = f"{length:g}s {condition}"
                 described = real_clip if condition == "real" else _describe(audio, False)
                 embeddings[name].append(described.music.embeddings)
-                whole = edited if condition == "inpainted" else _spliced(clip, candidate, begin, end)
+                whole = edited if condition == "inpainted" else _spliced(clip, audio, begin, fade_samples)
                 conditions[name] = {
                     **_similarity(real_clip, described, "real"),
                     "seam_start": mm.seam_discontinuity(whole, SAMPLE_RATE, [begin]),

@@ -263,8 +263,8 @@ class Pipeline:
 
         Every stage keeps the input's own material outside the region (RePaint-style, with
         ``jumps`` resamplings per step at the first level) with the music before as context;
-        the result is spliced in with equal-power fades of ``fade`` seconds outside the region
-        (default 0.05 s, at most the region's length), so that outside the region and its fades
+        the result is spliced in with equal-power fades of ``fade`` seconds at the region's two
+        ends, inside it (default 0.05 s, at most half the region), so that outside the region
         the output is the input.
         """
         settings = self._settings(settings, changes, generating="inpainting")
@@ -451,13 +451,14 @@ class Pipeline:
                 pieces.append(fader.push(sampler.next_pass(known=span.known(index, sampler, mono, stereo, jumps))))
             pieces.append(fader.flush())
         generated = torch.cat(pieces, dim=-1).cpu()
-        before, after = max(0, region.start - region.fade), min(length, region.end + region.fade)
+        start, end = region.start, region.end
+        fade_in, fade_out = (region.fade if start > 0 else 0), (region.fade if end < length else 0)  # none at the file's ends
         outer = _channels(original, sampler.channels)
         takes = []
         for take in range(settings.batch):
             source = outer[min(take, outer.shape[0] - 1)]
-            middle = splice(source[:, before:after], generated[take][:, before - span.begin : after - span.begin], region.start - before, after - region.end)
-            takes.append(torch.cat([source[:, :before], middle, source[:, after:]], dim=-1))
+            middle = splice(source[:, start:end], generated[take][:, start - span.begin : end - span.begin], fade_in, fade_out)
+            takes.append(torch.cat([source[:, :start], middle, source[:, end:]], dim=-1))
         return takes, span.passes
 
     def _settings(self, settings: SamplingSettings | None, changes: dict[str, Any], *, generating: str = "") -> SamplingSettings:
