@@ -279,7 +279,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         with gr.Row():
                             region_start = gr.Number(value=0.0, minimum=0, label="Region start (s)", elem_id="jb-repaint-start")
                             region_end = gr.Number(value=2.0, minimum=0, label="Region end (s)", elem_id="jb-repaint-end")
-                        repaint_fade, repaint_jumps = _edit_options("fade around the region, seconds")
+                        repaint_fade, repaint_jumps = _edit_options("fade at each end of the region, inside it, seconds")
                         repaint_button = gr.Button("Repaint", variant="primary", elem_id="jb-run-repaint")
                     with gr.Tab("Extend", id="Extend", elem_id="jb-tab-extend"):
                         inputs["Extend"] = _audio_input("Recording to extend", "jb-extend-input")
