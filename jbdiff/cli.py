@@ -94,13 +94,24 @@ def cmd_train_dance(args: argparse.Namespace) -> None:
     _say_once(f"dance stage saved in {run}")
 
 
+def _parse_levels(text: str) -> list[int]:
+    """``"2"`` or ``"1,2"`` -> [2] or [1, 2]; anything else is one clear error."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise JbdiffError(f"--levels {text}: expected level numbers separated by commas, e.g. 2 or 1,2") from None
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
     from jbdiff.core.device import resolve_device
     from levels.codec_io import load_codec
     from levels.latent_shards import encode_folder
 
     codec = load_codec(args.codec).to(resolve_device(args.device))
-    report = encode_folder(args.data_dir, codec, args.out, codec_source=str(args.codec), progress=not args.no_progress)
+    levels = _parse_levels(args.levels) if args.levels else None
+    report = encode_folder(
+        args.data_dir, codec, args.out, codec_source=str(args.codec), progress=not args.no_progress, levels=levels
+    )
     print(
         f"encoded {report.encoded} file(s), {report.skipped_unchanged} unchanged, "
         f"{len(report.failed)} failed, {report.removed} removed -> {args.out}"
@@ -370,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--codec", required=True, help="codec run folder, model bundle or vqvae.pth.tar")
     enc.add_argument("--out", required=True, help="latents folder; a rerun encodes only new or changed files")
     enc.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    enc.add_argument("--levels", help="levels to store, e.g. 2 for the base prior only (default: all)")
     enc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     enc.set_defaults(func=cmd_encode)
 

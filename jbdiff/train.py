@@ -96,6 +96,7 @@ def train_level(
     run = Path(run_dir)
     resume = prepare_run_dir(run, load_yaml(config_path), str(config_path))
     residual = level < codec.levels - 1
+    shards.check_trainable(level, residual=residual)
     pl.seed_everything(cfg.train.seed, verbose=False)
     model = cfg.model
     data = LatentWindows(

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 
 from jbdiff.core.config import TrainConfig, load_config
+from jbdiff.core.noise_levels import NoiseLevels
 from jbdiff.core.spectrogram import spectrogram_image
-from jbdiff.core.training import EmaModule, adam, check_finite
+from jbdiff.core.training import EmaModule, adam, check_finite, lr_schedule
 from levels.codec import Codec
 from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
 
@@ -23,6 +25,7 @@ class LevelConfig:
 
     model: DenoiserConfig = field(default_factory=DenoiserConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
     ema_decay: float = 0.999
     demo_every: int = 500
     demo_steps: int = 20
@@ -71,13 +74,18 @@ class LevelTrainingModule(EmaModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents = self._batch_latents(batch)
-        loss = self.denoiser.loss(latents["codes"], latents["context"], start=latents["start"])  # type: ignore[arg-type]
+        codes = latents["codes"]
+        assert codes is not None
+        sigma = self.cfg.noise_levels.draw(codes.shape[0], device=codes.device)
+        loss = self.denoiser.loss(codes, latents["context"], start=latents["start"], sigma=sigma)
         check_finite(loss, self.global_step, self.run_dir)
         self.log("loss", loss, prog_bar=True)
+        self.log("lr", self.cfg.train.lr * self.cfg.train.lr_factor(self.global_step))
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return adam(self.denoiser.parameters(), self.cfg.train.lr, decoupled=True)
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        optimizer = adam(self.denoiser.parameters(), self.cfg.train.lr, decoupled=True)
+        return lr_schedule(optimizer, self.cfg.train)
 
     def ema_pair(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
         return self.ema, self.denoiser, self.cfg.ema_decay

@@ -107,16 +107,20 @@ class LatentDenoiser(nn.Module):
         context: torch.Tensor | None = None,
         *,
         start: torch.Tensor | None = None,
+        sigma: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Training loss on a batch of windows (``start`` replaces the noise for residual levels)."""
+        """Training loss on a batch of windows (``start`` replaces the noise for residual levels).
+
+        ``sigma`` (batch,) are the noise levels (default: uniform in [0, 1]).
+        """
         self._check(x)
         embedding, unconditional = self._embedding(context, x.shape[0], x)
         net: VNetwork = self.net
         if embedding is not None:
             dropout = 1.0 if unconditional else self.cfg.context_dropout
             net = functools.partial(self.net, embedding=embedding, embedding_mask_proba=dropout, generator=generator)
-        return v_loss(net, x, start=start, generator=generator)
+        return v_loss(net, x, start=start, sigma=sigma, generator=generator)
 
     @torch.no_grad()
     def generate(

@@ -10,6 +10,10 @@ frame is ~128x larger); ``Codec.codes_to_latents`` recovers the latents. Layout:
                                               to audio and re-encoded at that level
                                               (what the residual upsamplers start from)
 
+``encode --levels 2`` stores only the levels named (and the start codes of those levels whose
+level above is stored too): the base prior needs only level 2, which encodes about 50x faster
+than all three levels with their start tracks. The manifest records the levels stored.
+
 Every shard and every manifest update is written atomically, the manifest after each file,
 so an interrupted run loses at most the file in progress and a rerun resumes: it encodes
 only new or changed (size or mtime) sources and drops the entries of vanished ones.
@@ -24,6 +28,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -111,14 +116,20 @@ def _clean_shards(shard_dir: Path, keep: set[str]) -> None:
 
 
 def _encode_file(
-    codec: Codec, fingerprint: str, path: Path, source: str, stat: os.stat_result, shard_path: Path
+    codec: Codec,
+    fingerprint: str,
+    path: Path,
+    source: str,
+    stat: os.stat_result,
+    shard_path: Path,
+    levels: tuple[int, ...],
 ) -> ShardEntry:
-    """Encode one source into ``shard_path`` (atomically) and describe it."""
+    """Encode ``levels`` of one source into ``shard_path`` (atomically) and describe it."""
     audio = torch.from_numpy(load_audio(path, sample_rate=codec.sample_rate, channels=1))
-    codes = codec.encode_codes(audio[None])
+    codes = codec.encode_codes(audio[None], levels)
     dtype = _code_dtype(codec.cfg.l_bins)
-    tensors = {f"level{level}": codes[level][0].to(dtype).contiguous() for level in range(codec.levels)}
-    for level in range(codec.levels - 1):
+    tensors = {f"level{level}": codes[level][0].to(dtype).contiguous() for level in levels}
+    for level in (level for level in levels if level + 1 in levels):
         above = codec.decode_codes(level + 1, codes[level + 1])
         tensors[f"start{level}"] = codec.encode_codes(above, [level])[level][0].to(dtype).contiguous()
     with atomic_path(shard_path) as tmp:
@@ -130,7 +141,7 @@ def _encode_file(
         mtime_ns=stat.st_mtime_ns,
         duration=audio.shape[-1] / codec.sample_rate,
         samples=audio.shape[-1],
-        frames=tuple(tensors[f"level{level}"].numel() for level in range(codec.levels)),
+        frames=tuple(codec.padded_length(audio.shape[-1]) // hop for hop in codec.hops),
         shard=shard_path.name,
     )
 
@@ -142,14 +153,19 @@ def encode_folder(
     *,
     codec_source: str,
     progress: bool = True,
+    levels: Iterable[int] | None = None,
 ) -> EncodeReport:
     """Encode every audio file under ``data_dir`` into code shards in ``out_dir``, resumably.
 
-    Unchanged sources already in the manifest are skipped, vanished ones are dropped and
-    unreadable ones are listed in the report's ``failed``. Raises JbdiffError if the
-    folder has no audio, if every file failed, or if ``out_dir`` holds another codec's codes.
+    ``levels`` (default: all) are the levels stored. Unchanged sources already in the
+    manifest are skipped, vanished ones are dropped and unreadable ones are listed in the
+    report's ``failed``. Raises JbdiffError if the folder has no audio, if every file
+    failed, or if ``out_dir`` holds another codec's codes or other levels.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    stored = tuple(sorted(set(range(codec.levels) if levels is None else levels)))
+    if not stored or not all(0 <= level < codec.levels for level in stored):
+        raise JbdiffError(f"levels {list(stored)}: the codec has levels 0..{codec.levels - 1}")
     files = list_audio_files(data_dir)
     if not files:
         raise JbdiffError(f"{data_dir}: contains no audio files")
@@ -160,6 +176,11 @@ def encode_folder(
     if manifest is not None and manifest["codec_fingerprint"] != fingerprint:
         raise JbdiffError(
             f"{out_dir}: was encoded with codec {manifest['codec_fingerprint']}, not {fingerprint}; "
+            "use a new --out folder"
+        )
+    if manifest is not None and tuple(manifest.get("levels", range(codec.levels))) != stored:
+        raise JbdiffError(
+            f"{out_dir}: holds levels {list(manifest.get('levels', range(codec.levels)))}, not {list(stored)}; "
             "use a new --out folder"
         )
 
@@ -173,6 +194,7 @@ def encode_folder(
         "l_bins": codec.cfg.l_bins,
         "code_dtype": str(_code_dtype(codec.cfg.l_bins)).removeprefix("torch."),
         "data_dir": str(data_dir.resolve()),
+        "levels": list(stored),
     }
     shard_dir = out_dir / SHARDS
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -198,7 +220,7 @@ def encode_folder(
             report.skipped_unchanged += 1
             continue
         try:
-            entries[source] = _encode_file(codec, fingerprint, path, source, stat, shard_dir / shard_name(source))
+            entries[source] = _encode_file(codec, fingerprint, path, source, stat, shard_dir / shard_name(source), stored)
             report.encoded += 1
         except AudioError as error:
             report.failed.append((source, str(error)))
@@ -242,8 +264,24 @@ class LatentShards:
     def levels(self) -> int:
         return len(self.hops)
 
+    @property
+    def stored_levels(self) -> tuple[int, ...]:
+        """The levels whose codes the shards hold (all of them unless encoded with ``levels``)."""
+        return tuple(self.manifest.get("levels", range(self.levels)))
+
     def __len__(self) -> int:
         return len(self.entries)
+
+    def check_trainable(self, level: int, *, residual: bool) -> None:
+        """Raise JbdiffError unless the shards hold what training ``level`` reads."""
+        self._check_level(level)
+        need = (level, level + 1) if residual else (level,)
+        missing = [n for n in need if n not in self.stored_levels]
+        if missing:
+            raise JbdiffError(
+                f"{self.root}: holds the codes of levels {list(self.stored_levels)} only; level {level} "
+                f"training needs level(s) {list(need)}: encode with --levels {','.join(map(str, need))}"
+            )
 
     def check_codec(self, codec: Codec) -> None:
         """Raise JbdiffError unless ``codec`` is the one the shards were encoded with."""

@@ -7,6 +7,7 @@ tuples; nested dataclass fields are built recursively.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -19,6 +20,8 @@ import yaml
 from jbdiff.core.errors import JbdiffError
 
 T = TypeVar("T")
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,29 @@ class TrainConfig:
     num_workers: int = 0
     grad_clip: float = 1.0
     seed: int = 0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    lr_final: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule '{self.lr_schedule}'; use one of {', '.join(LR_SCHEDULES)}")
+        if self.warmup_steps < 0 or not 0.0 <= self.lr_final <= 1.0:
+            raise ValueError("warmup_steps must be >= 0 and lr_final in [0, 1]")
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate at optimizer step ``step`` as a fraction of ``lr``.
+
+        A linear warmup over ``warmup_steps``, then constant or a cosine decay that reaches
+        ``lr_final`` at ``max_steps`` (the config's, not a ``--max-steps`` override) and stays there.
+        """
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return 1.0
+        span = max(1, self.max_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _is_dataclass_type(tp: Any) -> bool:

@@ -22,6 +22,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -96,6 +97,12 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, *, decoupled: bool = F
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     kind = torch.optim.AdamW if decoupled else torch.optim.Adam
     return kind(params, lr=lr, fused=fused or None)
+
+
+def lr_schedule(optimizer: Optimizer, train: TrainConfig) -> OptimizerLRSchedulerConfig:
+    """``optimizer`` with ``train``'s warmup and decay (:meth:`TrainConfig.lr_factor`), stepped per optimizer step."""
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, train.lr_factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class EmaModule(pl.LightningModule):
