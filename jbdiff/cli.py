@@ -83,7 +83,15 @@ def cmd_train_codec(args: argparse.Namespace) -> None:
 def cmd_train_level(args: argparse.Namespace) -> None:
     from jbdiff.train import train_level
 
-    run = train_level(args.stage, args.latents, args.config, args.out, codec_path=args.codec, options=_fit_options(args))
+    run = train_level(
+        args.stage,
+        args.latents,
+        args.config,
+        args.out,
+        codec_path=args.codec,
+        val_latents_dir=args.val_latents,
+        options=_fit_options(args),
+    )
     _say_once(f"{args.stage} saved in {run}")
 
 
@@ -125,8 +133,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     from jbdiff.core.config import load_yaml
     from levels.denoiser_training import load_level_config
     from upsampler.dance_training import load_dance_config
+    from jbdiff.core.training import BEST
 
     runs = {name: getattr(args, name) for name in STAGES if getattr(args, name)}
+    if args.best:
+        for name, run in runs.items():
+            best = Path(run) / BEST
+            if (best / f"{name}.yaml").is_file():
+                runs[name] = str(best)
+                print(f"{name}: the best checkpoint by validation loss ({best})")
     sampling = load_yaml(args.sampling) if args.sampling else None
     level_config = load_level_config(args.level_config).model if args.level_config else None
     dance_config = load_dance_config(args.dance_config).model if args.dance_config else None
@@ -366,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         lv.add_argument("--config", required=True, help=f"level YAML config, e.g. configs/{stage}/tiny.yaml")
         lv.add_argument("--out", required=True, help="run folder; training resumes from its last checkpoint")
         lv.add_argument("--codec", help="codec the latents were encoded with (default: the one in their manifest)")
+        lv.add_argument(
+            "--val-latents",
+            help="latents of files kept out of training (same codec): held-out loss by noise level in RUN/val.jsonl, "
+            "best weights in RUN/best/",
+        )
         _add_trainer_options(lv)
         lv.set_defaults(func=cmd_train_level)
 
@@ -390,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SAMPLING_STAGES:
         published = "Dance Diffusion" if name == "dance" else "Jukebox-Diffusion v1"
         exp.add_argument(f"--{name}", help=f"{name} run folder, bundle, or {published} .ckpt file")
+    exp.add_argument(
+        "--best",
+        action="store_true",
+        help="take each run's best weights by held-out validation loss (RUN/best/, written when trained "
+        "with --val-latents) instead of its last",
+    )
     exp.add_argument("--level-config", help="level YAML whose model is the architecture of v1 .ckpt levels (default: v1's)")
     exp.add_argument("--dance-config", help="Dance YAML whose model is the architecture of a Dance .ckpt (default: published)")
     exp.add_argument("--out", required=True, help="bundle folder to write")

@@ -18,6 +18,7 @@ from jbdiff.core.stages import LATENT_STAGES, stage_level
 from jbdiff.core.training import (
     DEFAULT_FIT,
     FitOptions,
+    Validation,
     checkpoint_step,
     fit_stage,
     prepare_run_dir,
@@ -35,6 +36,7 @@ from upsampler.dance_training import (
     export_dance,
     load_dance_config,
 )
+from levels.level_validation import validation_windows
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ def train_level(
     run_dir: str | os.PathLike[str],
     *,
     codec_path: str | os.PathLike[str] | None = None,
+    val_latents_dir: str | os.PathLike[str] | None = None,
     options: FitOptions = DEFAULT_FIT,
 ) -> Path:
     """Train (or resume) one latent level from pre-encoded shards; returns the run folder.
@@ -83,6 +86,9 @@ def train_level(
     ``level2`` is the base prior; ``level1`` and ``level0`` are residual upsamplers that start
     from the cached "level above, re-encoded here" codes. The codec (default: the one named in
     the shards' manifest) supplies the codebook and decodes the demo samples.
+    ``val_latents_dir`` (shards of files kept out of training, same codec) turns on the
+    held-out validation of the config's ``validation`` section: ``RUN/val.jsonl``,
+    TensorBoard ``val/``, and the best weights by validation loss in ``RUN/best/``.
     """
     if stage not in LATENT_STAGES:
         raise JbdiffError(f"unknown stage '{stage}'; use one of {', '.join(LATENT_STAGES)}")
@@ -110,8 +116,23 @@ def train_level(
         assert isinstance(trained, LevelTrainingModule)
         save_stage(trained.ema, folder, stage, denoiser_section(trained.cfg.model, level, fingerprint, int(trained.global_step)))
 
+    validation = None
+    if val_latents_dir is not None:
+        held_out = LatentShards(val_latents_dir)
+        held_out.check_codec(codec)
+        held_out.check_trainable(level, residual=residual)
+        windows = validation_windows(
+            held_out, level, model.window, model.context_mult, residual=residual, count=cfg.validation.windows
+        )
+
+        def evaluate(trained: pl.LightningModule) -> dict[str, object]:
+            assert isinstance(trained, LevelTrainingModule)
+            return trained.validate(windows)
+
+        validation = Validation(run, cfg.validation.every, evaluate, export)
+
     fit_stage(
-        module, data, run, cfg.train, export, options, resume=resume, hparams=to_dict(cfg)
+        module, data, run, cfg.train, export, options, resume=resume, hparams=to_dict(cfg), validation=validation
     )
     return run
 

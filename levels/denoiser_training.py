@@ -17,6 +17,7 @@ from jbdiff.core.spectrogram import spectrogram_image
 from jbdiff.core.training import EmaModule, adam, check_finite, lr_schedule
 from levels.codec import Codec
 from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
+from levels.level_validation import ValidationConfig, validate
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class LevelConfig:
     model: DenoiserConfig = field(default_factory=DenoiserConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     ema_decay: float = 0.999
     demo_every: int = 500
     demo_steps: int = 20
@@ -82,6 +84,13 @@ class LevelTrainingModule(EmaModule):
         self.log("loss", loss, prog_bar=True)
         self.log("lr", self.cfg.train.lr * self.cfg.train.lr_factor(self.global_step))
         return loss
+
+    def validate(self, windows: dict[str, torch.Tensor]) -> dict[str, object]:
+        """The EMA weights' held-out errors by noise level (see ``levels.level_validation``)."""
+        latents = self._batch_latents({k: v.to(self.device) for k, v in windows.items()})
+        codes = latents["codes"]
+        assert codes is not None
+        return validate(self.ema, codes, latents["context"], latents["start"], self.cfg.validation)
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = adam(self.denoiser.parameters(), self.cfg.train.lr, decoupled=True)

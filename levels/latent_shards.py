@@ -300,6 +300,8 @@ class LatentShards:
         self._check_level(level)
         if upsampler_start and level == self.levels - 1:
             raise ValueError(f"level {level} is the coarsest: it has no upsampler start codes")
+        if level not in self.stored_levels or (upsampler_start and level + 1 not in self.stored_levels):
+            raise JbdiffError(f"{self.root}: holds the codes of levels {list(self.stored_levels)} only")
         frames = self.entries[index].frames[level]
         if start < 0 or length < 0 or start + length > frames:
             raise ValueError(f"crop [{start}, {start + length}) is outside the shard's {frames} frames")

@@ -206,7 +206,7 @@ def test_interrupted_run_resumes(
 
     def encode_codes(audio: torch.Tensor, levels: object = None) -> dict[int, torch.Tensor]:
         nonlocal calls
-        calls += levels is None  # one all-level encode per file; start codes encode single levels
+        calls += len(list(levels)) == dying.levels  # one all-level encode per file; start codes encode one level
         if calls == 2:
             raise KeyboardInterrupt
         return real(audio, levels)
@@ -261,3 +261,27 @@ def test_upsampler_start_codes_are_the_level_above_reencoded(tiny_codec: Codec, 
         assert torch.equal(shards.crop(0, level, 0, frames, upsampler_start=True), expected)
     with pytest.raises(ValueError, match="coarsest"):
         shards.crop(0, 2, 0, 1, upsampler_start=True)
+
+
+def test_levels_option_stores_only_those_levels(data_dir: Path, tmp_path: Path, tiny_codec: Codec) -> None:
+    out = tmp_path / "latents"
+    report = encode_folder(data_dir, tiny_codec, out, codec_source="tiny", progress=False, levels=[2])
+    assert report.encoded == 3
+    shards = LatentShards(out)
+    assert shards.stored_levels == (2,)
+    full = expected_codes(tiny_codec, data_dir / "a.wav")
+    index = [entry.source for entry in shards.entries].index("a.wav")
+    assert torch.equal(shards.codes(index, 2), full[2])
+    # frames of every level are still recorded, as an all-level encode records them
+    assert shards.entries[index].frames == tuple(len(full[level]) for level in range(3))
+    with safe_open(str(out / SHARDS / shards.entries[index].shard), framework="pt") as shard:
+        assert sorted(shard.keys()) == ["level2"]
+    shards.check_trainable(2, residual=False)
+    with pytest.raises(JbdiffError, match="holds the codes of levels \\[2\\] only"):
+        shards.crop(index, 1, 0, 4)
+    with pytest.raises(JbdiffError, match="encode with --levels 1,2"):
+        shards.check_trainable(1, residual=True)
+    with pytest.raises(JbdiffError, match="holds levels \\[2\\], not \\[0, 1, 2\\]"):
+        encode(data_dir, tiny_codec, out)
+    with pytest.raises(JbdiffError, match="the codec has levels 0..2"):
+        encode_folder(data_dir, tiny_codec, tmp_path / "other", codec_source="tiny", progress=False, levels=[3])

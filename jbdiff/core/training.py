@@ -7,7 +7,9 @@ A run folder holds ``config.yaml`` (the config it was started with), ``checkpoin
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -85,6 +87,70 @@ class RunCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._save(trainer, module)
+
+
+VAL_LOG = "val.jsonl"
+BEST = "best"
+
+
+class Validation(pl.Callback):
+    """Every ``every`` optimizer steps (and at the end), a held-out evaluation of the run.
+
+    ``evaluate(module)`` returns a dict with a scalar ``loss`` and optionally ``bins``, a
+    list of per-noise-level dicts with a ``sigma``. Each result is appended as one JSON line
+    to ``RUN/val.jsonl`` (with its step), its numbers logged to TensorBoard under ``val/``,
+    and whenever the loss is the lowest so far (over the whole run, resumes included) the
+    stage is exported to ``RUN/best/`` as well.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        every: int,
+        evaluate: Callable[[pl.LightningModule], dict[str, Any]],
+        export: Callable[[pl.LightningModule, Path], None],
+    ) -> None:
+        self.run_dir, self.every, self.evaluate, self.export = run_dir, max(1, every), evaluate, export
+        self.done_step = -1
+        self.best = min((row["loss"] for row in read_validation(run_dir)), default=math.inf)
+
+    def _run(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self.done_step or not trainer.is_global_zero:
+            return
+        self.done_step = step
+        was_training = module.training
+        module.eval()
+        result = {"step": step, **self.evaluate(module)}
+        module.train(was_training)
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is not None:
+            experiment.add_scalar("val/loss", result["loss"], step)
+            for row in result.get("bins", []):
+                for key, value in row.items():
+                    if key != "sigma":
+                        experiment.add_scalar(f"val/{key}/sigma_{row['sigma']:.2f}", value, step)
+        with (self.run_dir / VAL_LOG).open("a") as log:
+            log.write(json.dumps(result) + "\n")
+        if result["loss"] < self.best:
+            self.best = result["loss"]
+            self.export(module, self.run_dir / BEST)
+        logger.info("step %d: validation loss %.4f (best %.4f)", step, result["loss"], self.best)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step and trainer.global_step % self.every == 0:
+            self._run(trainer, module)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._run(trainer, module)
+
+
+def read_validation(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The validation results in ``RUN/val.jsonl``, oldest first (empty when there are none)."""
+    path = Path(run_dir) / VAL_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def adam(params: Iterable[torch.nn.Parameter], lr: float, *, decoupled: bool = False) -> torch.optim.Optimizer:
@@ -197,16 +263,17 @@ def fit_stage(
     *,
     resume: Path | None = None,
     hparams: dict[str, Any] | None = None,
+    validation: Validation | None = None,
 ) -> None:
     """Train ``module`` on batches of ``data`` until ``max_steps``, resuming from ``resume``.
 
     ``hparams`` (the stage's config) is logged with the run; ``export`` writes the stage's
-    weights at every checkpoint.
+    weights at every checkpoint; ``validation`` (optional) evaluates held-out data.
     """
     loader = DataLoader(data, batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
     if hparams:
         module.hparams.update(hparams)
-    trainer = build_trainer(run_dir, train, export, options)
+    trainer = build_trainer(run_dir, train, export, options, [validation] if validation else [])
     if trainer.world_size > 1 and trainer.is_global_zero:
         logger.info("training on %d processes (%s)", trainer.world_size, type(trainer.strategy).__name__)
     trainer.fit(module, loader, ckpt_path=resume)
@@ -217,6 +284,7 @@ def build_trainer(
     train: TrainConfig,
     export: Callable[[pl.LightningModule, Path], None],
     options: FitOptions,
+    extra_callbacks: list[pl.Callback] | None = None,
 ) -> pl.Trainer:
     """A Lightning Trainer with atomic checkpoints, TensorBoard logs and a progress bar.
 
@@ -227,7 +295,7 @@ def build_trainer(
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    callbacks: list[pl.Callback] = [RunCheckpoint(run_dir, train.checkpoint_every, export)]
+    callbacks: list[pl.Callback] = [*(extra_callbacks or []), RunCheckpoint(run_dir, train.checkpoint_every, export)]
     if options.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     return pl.Trainer(

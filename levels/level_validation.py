@@ -1,0 +1,114 @@
+"""Held-out validation of a latent level: the denoising error on fixed windows, by noise level.
+
+The windows come from shards kept out of training (``jbdiff train levelN --val-latents``),
+evenly spaced through every file, with their context and (residual levels) start codes. Each
+is noised once with fixed noise at the centre of each of ``bins`` equal-width noise-level
+bins, so two evaluations of the same model give the same numbers and two checkpoints differ
+only by their weights. Per bin it reports the v-objective's squared error, the RMS error of
+the predicted clean latents, and the RMS of the clean latents themselves: the error of the
+trivial predictor that always answers zero (or the start, for a residual level), which a
+model must beat to have learned anything at that noise level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from jbdiff.core.diffusion import alpha_beta
+from levels.latent_denoiser import LatentDenoiser
+from levels.latent_dataset import PAD_CODE
+from levels.latent_shards import LatentShards
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """How often and on how much held-out data a level is validated."""
+
+    every: int = 200
+    windows: int = 16
+    bins: int = 5
+    seed: int = 0
+
+
+def bin_sigmas(bins: int) -> torch.Tensor:
+    """The centres of ``bins`` equal-width noise-level bins in [0, 1]."""
+    return (torch.arange(bins, dtype=torch.float32) + 0.5) / bins
+
+
+def validation_windows(
+    shards: LatentShards, level: int, window: int, context_mult: int, *, residual: bool, count: int
+) -> dict[str, torch.Tensor]:
+    """``count`` windows evenly spaced over all held-out files (codes, context, maybe start).
+
+    Returns a batch dict shaped like the training data's: ``codes`` (N, W), ``context``
+    (N, C*W) with ``PAD_CODE`` before a file's start, and ``start`` (N, W) for residual levels.
+    """
+    usable = [i for i, entry in enumerate(shards.entries) if entry.frames[level] >= window]
+    if not usable:
+        raise ValueError(f"{shards.root}: no held-out file has {window} frames at level {level}")
+    total = sum(shards.entries[i].frames[level] - window + 1 for i in usable)
+    items: list[dict[str, torch.Tensor]] = []
+    for k in range(count):
+        position = int((k + 0.5) * total / count)
+        for index in usable:
+            span = shards.entries[index].frames[level] - window + 1
+            if position < span:
+                break
+            position -= span
+        start = position
+        item = {"codes": shards.crop(index, level, start, window)}
+        if context_mult:
+            context_len = context_mult * window
+            context = torch.full((context_len,), PAD_CODE, dtype=torch.long)
+            available = min(start, context_len)
+            if available:
+                context[context_len - available :] = shards.crop(index, level, start - available, available)
+            item["context"] = context
+        if residual:
+            item["start"] = shards.crop(index, level, start, window, upsampler_start=True)
+        items.append(item)
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+@torch.no_grad()
+def validate(
+    denoiser: LatentDenoiser,
+    x: torch.Tensor,
+    context: torch.Tensor | None,
+    start: torch.Tensor | None,
+    cfg: ValidationConfig,
+) -> dict[str, object]:
+    """Errors of ``denoiser`` on clean latents ``x`` (N, C, W) at each noise-level bin.
+
+    Returns ``loss`` (the v-objective's squared error averaged over the bins, as uniform
+    noise levels would weight it) and ``bins``: per bin ``sigma``, ``v_mse``, ``x_rmse``
+    (predicted clean latents) and ``zero_rmse`` (the trivial predictor's error).
+    Classifier-free guidance is off: the conditional model is measured.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype) if start is None else start
+    embedding = None
+    if context is not None and denoiser.cfg.context_mult:
+        embedding = context.transpose(1, 2)
+    kwargs = {} if embedding is None else {"embedding": embedding, "embedding_mask_proba": 0.0}
+    trivial = x if start is None else x - start
+    zero_rmse = float(trivial.pow(2).mean().sqrt())
+    rows = []
+    for sigma in bin_sigmas(cfg.bins).tolist():
+        alpha, beta = alpha_beta(torch.tensor(sigma))
+        noisy = alpha * x + beta * noise
+        v = denoiser.net(noisy, torch.full((x.shape[0],), sigma, device=x.device), **kwargs)
+        target = alpha * noise - beta * x
+        x_hat = alpha * noisy - beta * v
+        rows.append(
+            {
+                "sigma": round(sigma, 4),
+                "v_mse": float((v - target).pow(2).mean()),
+                "x_rmse": float((x_hat - x).pow(2).mean().sqrt()),
+                "zero_rmse": zero_rmse,
+            }
+        )
+    loss = sum(float(row["v_mse"]) for row in rows) / len(rows)
+    return {"loss": loss, "bins": rows}
