@@ -29,6 +29,7 @@ class LevelConfig:
     noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     ema_decay: float = 0.999
+    ema_warmup: bool = False
     demo_every: int = 500
     demo_steps: int = 20
 
@@ -97,7 +98,12 @@ class LevelTrainingModule(EmaModule):
         return lr_schedule(optimizer, self.cfg.train)
 
     def ema_pair(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
-        return self.ema, self.denoiser, self.cfg.ema_decay
+        """With ``ema_warmup`` the decay is at most (1 + step) / (10 + step): early EMA weights
+        follow the live ones instead of keeping the random initialisation for thousands of steps."""
+        decay = self.cfg.ema_decay
+        if self.cfg.ema_warmup:
+            decay = min(decay, (1 + self.global_step) / (10 + self.global_step))
+        return self.ema, self.denoiser, decay
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -18,9 +18,16 @@
 #      dance      jbdiff train dance (configs/dance/tiny.yaml) on train_audio, DANCE_STEPS;
 #                 it needs no codec, so it runs alongside the codec (at a lower priority)
 #   4. encode     jbdiff encode level_audio with the codec (a rerun encodes only new files)
-#   5. levels     jbdiff train level2|level1|level0 (tiny configs) from the shards,
-#                 LEVEL2_STEPS / LEVEL1_STEPS / LEVEL0_STEPS (default LEVEL_STEPS), all three at once
-#   6. export     jbdiff export --half into $BUNDLE (float16 diffusion stages, float32 codec), with
+#   5. levels     jbdiff train level1|level0 (tiny configs) from the shards, LEVEL1_STEPS /
+#                 LEVEL0_STEPS (default LEVEL_STEPS), both at once
+#   5b. prior     the level-2 base prior, on far more music: scripts/prior_corpus.py gathers
+#                 free game music from ten Debian packages (PRIOR_INSTALL=1: apt-get installs
+#                 them) into $RUN/prior_audio/ (whole tracks, about 11 h) and
+#                 $RUN/prior_val_audio/ (five files kept out for validation); jbdiff encode
+#                 --levels 2 encodes only level 2 (minutes, not hours); jbdiff train level2
+#                 (configs/level2/demo.yaml) with --val-latents, LEVEL2_STEPS, one process
+#   6. export     jbdiff export --half --best into $BUNDLE (float16 diffusion stages, float32
+#                 codec; each validated run's best checkpoint by held-out loss), with
 #                 configs/sampling/demo.yaml as the bundle's recommended sampling settings
 #   7. eval       jbdiff eval codec on heldout_audio -> $BUNDLE/eval_codec.json
 #
@@ -37,7 +44,8 @@ BUNDLE=${BUNDLE:-jbdiff/demo_model}
 MUSIC=/usr/share/games/wesnoth/1.16/data/core/music
 CODEC_STEPS=${CODEC_STEPS:-1000}
 LEVEL_STEPS=${LEVEL_STEPS:-1200}
-LEVEL2_STEPS=${LEVEL2_STEPS:-$LEVEL_STEPS}
+LEVEL2_STEPS=${LEVEL2_STEPS:-5000}
+PRIOR_INSTALL=${PRIOR_INSTALL:-0}
 LEVEL1_STEPS=${LEVEL1_STEPS:-$LEVEL_STEPS}
 LEVEL0_STEPS=${LEVEL0_STEPS:-$LEVEL_STEPS}
 DANCE_STEPS=${DANCE_STEPS:-1500}
@@ -100,11 +108,12 @@ from pathlib import Path
 import yaml
 run = Path(sys.argv[1])
 codec = yaml.safe_load((run / "codec" / "codec.yaml").read_text())["fingerprint"]
-manifest = run / "latents" / "manifest.json"
-if manifest.is_file() and json.loads(manifest.read_text())["codec_fingerprint"] != codec:
-    print(f"removing {run / 'latents'}: encoded with an earlier state of the codec")
-    shutil.rmtree(run / "latents")
-for level in ("level2", "level1", "level0"):
+for latents in ("latents", "prior_latents", "prior_val_latents"):
+    manifest = run / latents / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text())["codec_fingerprint"] != codec:
+        print(f"removing {run / latents}: encoded with an earlier state of the codec")
+        shutil.rmtree(run / latents)
+for level in ("level2", "level1", "level0"):  # level2: trained on prior_latents
     stage = run / level / f"{level}.yaml"
     if stage.is_file() and yaml.safe_load(stage.read_text())["codec_fingerprint"] != codec:
         print(f"removing {run / level}: trained on latents of an earlier state of the codec")
@@ -117,20 +126,31 @@ OMP_NUM_THREADS=$ENCODE_THREADS MKL_NUM_THREADS=$ENCODE_THREADS \
 printf 'encode\t-\t-\t%s\n' "$((SECONDS - start))" >>"$LOGS/times.tsv"
 tail -n 1 "$LOGS/encode.log"
 
-# 5. the three latent levels, at the same time
+# 5. the two upsampler levels, at the same time
 pids=()
-for level in level2 level1 level0; do
+for level in level1 level0; do
     steps_var=${level^^}_STEPS
     train "$level" "${!steps_var}" --latents "$RUN/latents" --config "configs/$level/tiny.yaml" &
     pids+=($!)
 done
+
+# 5b. the base prior: its corpus, level-2 latents, validated training (alongside the upsamplers)
+install=(); (( PRIOR_INSTALL )) && install=(--install)
+python scripts/prior_corpus.py "$RUN" "${install[@]}"
+for corpus in prior_audio prior_val_audio; do
+    latents=${corpus/audio/latents}
+    OMP_NUM_THREADS=$ENCODE_THREADS MKL_NUM_THREADS=$ENCODE_THREADS \
+        jbdiff encode "$RUN/$corpus" --codec "$RUN/codec" --out "$RUN/$latents" --levels 2 --device "$DEVICE" --no-progress >>"$LOGS/encode_prior.log" 2>&1
+done
+tail -n 2 "$LOGS/encode_prior.log"
+train level2 "$LEVEL2_STEPS" --latents "$RUN/prior_latents" --val-latents "$RUN/prior_val_latents" --config configs/level2/demo.yaml
 for pid in "${pids[@]}" "$dance_pid"; do
     wait "$pid"
 done
 
 # 6. export
 jbdiff export --codec "$RUN/codec" --level2 "$RUN/level2" --level1 "$RUN/level1" --level0 "$RUN/level0" \
-    --dance "$RUN/dance" --out "$BUNDLE" --half --overwrite --sampling configs/sampling/demo.yaml \
+    --dance "$RUN/dance" --out "$BUNDLE" --half --best --overwrite --sampling configs/sampling/demo.yaml \
     --data-note "Wesnoth 1.16 music (Debian wesnoth-1.16-music, GPL-2+), 31 tracks; held out: the_deep_path, traveling_minstrels, knolls, elvish-theme, weight_of_revenge"
 chmod 644 "$BUNDLE"/*  # exported files are private (0600); the package must be readable by all
 du -sh "$BUNDLE"

@@ -180,3 +180,21 @@ def test_lr_warmup_then_cosine() -> None:
     assert TrainConfig().lr_factor(10**6) == 1.0
     with pytest.raises(ValueError, match="unknown lr_schedule"):
         TrainConfig(lr_schedule="step")
+
+
+def test_ema_warmup_follows_the_live_weights_early(latents: dict[str, Path], config: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(config.read_text())
+    cfg.update(ema_decay=0.999, ema_warmup=True)
+    path = tmp_path / "warm.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = train_level("level2", latents["train"], path, tmp_path / "run", options=cpu_fit(1))
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    live = {k.removeprefix("denoiser."): v for k, v in state.items() if k.startswith("denoiser.")}
+    ema = {k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")}
+    torch.manual_seed(cfg["train"].get("seed", 0))  # what train_level seeds before building the model
+    initial = LatentDenoiser(load_level_config(path).model).state_dict()
+    # the first update's decay is 1/10, not 0.999: the EMA moved 90 % of the way to the live weights
+    moved = [k for k in ema if not torch.equal(initial[k], live[k])]
+    assert moved
+    for key in moved:
+        torch.testing.assert_close(ema[key], torch.lerp(initial[key], live[key], 0.9))
