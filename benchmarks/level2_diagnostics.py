@@ -25,7 +25,7 @@ import torch
 
 from levels.latent_denoiser import load_denoiser
 from levels.codec_io import load_codec
-from levels.denoiser_training import codes_to_latents
+from levels.denoiser_training import lookup_latents
 from levels.latent_shards import LatentShards
 from levels.level_validation import ValidationConfig, validate, validation_windows
 
@@ -58,8 +58,8 @@ def main() -> None:
     cfg = model.cfg
     codebook = codec.latent_codebook(2)
     batch = validation_windows(shards, 2, cfg.window, cfg.context_mult, residual=False, count=args.windows)
-    x = codes_to_latents(codebook, batch["codes"])
-    context = codes_to_latents(codebook, batch["context"]) if "context" in batch else None
+    x = lookup_latents(codebook, batch["codes"])
+    context = lookup_latents(codebook, batch["context"]) if "context" in batch else None
     result: dict[str, Any] = {"model": str(args.model), "window": cfg.window, "context": cfg.context_length}
     result["validation"] = validate(model, x, context, None, ValidationConfig(bins=10))
     print(f"{args.model}: window {cfg.window}, context {cfg.context_length}; validation loss {result['validation']['loss']:.4f}")

@@ -58,7 +58,7 @@ def _music(name: str, folder: Path) -> dict[str, Path]:
 
 def gather(out_dir: Path) -> dict[str, object]:
     """Build both folders; returns what ``prior_corpus.json`` records."""
-    from jbdiff.audio import audio_info
+    from jbdiff.core.audio import audio_info
 
     groups = {"prior_audio": out_dir / "prior_audio", "prior_val_audio": out_dir / "prior_val_audio"}
     for folder in groups.values():
