@@ -24,7 +24,7 @@
 #                 free game music from ten Debian packages (PRIOR_INSTALL=1: apt-get installs
 #                 them) into $RUN/prior_audio/ (whole tracks, about 11 h) and
 #                 $RUN/prior_val_audio/ (five files kept out for validation); jbdiff encode
-#                 --levels 2 encodes only level 2 (minutes, not hours); jbdiff train level2
+#                 --levels 2 encodes only level 2 (24-30x faster than all levels); jbdiff train level2
 #                 (configs/level2/demo.yaml) with --val-latents, LEVEL2_STEPS, one process
 #   6. export     jbdiff export --half --best into $BUNDLE (float16 diffusion stages, float32
 #                 codec; each validated run's best checkpoint by held-out loss), with
@@ -44,7 +44,7 @@ BUNDLE=${BUNDLE:-jbdiff/demo_model}
 MUSIC=/usr/share/games/wesnoth/1.16/data/core/music
 CODEC_STEPS=${CODEC_STEPS:-1000}
 LEVEL_STEPS=${LEVEL_STEPS:-1200}
-LEVEL2_STEPS=${LEVEL2_STEPS:-5000}
+LEVEL2_STEPS=${LEVEL2_STEPS:-3000}  # the shipped prior: the best by validation loss at step 1400 (CPU time ran out)
 PRIOR_INSTALL=${PRIOR_INSTALL:-0}
 LEVEL1_STEPS=${LEVEL1_STEPS:-$LEVEL_STEPS}
 LEVEL0_STEPS=${LEVEL0_STEPS:-$LEVEL_STEPS}
@@ -151,7 +151,7 @@ done
 # 6. export
 jbdiff export --codec "$RUN/codec" --level2 "$RUN/level2" --level1 "$RUN/level1" --level0 "$RUN/level0" \
     --dance "$RUN/dance" --out "$BUNDLE" --half --best --overwrite --sampling configs/sampling/demo.yaml \
-    --data-note "Wesnoth 1.16 music (Debian wesnoth-1.16-music, GPL-2+), 31 tracks; held out: the_deep_path, traveling_minstrels, knolls, elvish-theme, weight_of_revenge"
+    --data-note "level 2: free game music from ten Debian packages (scripts/prior_corpus.py, $RUN/prior_corpus.json); codec, levels 1 and 0, Dance: Wesnoth 1.16 music (GPL-2+), 31 tracks; held out: the_deep_path, traveling_minstrels, knolls, elvish-theme, weight_of_revenge"
 chmod 644 "$BUNDLE"/*  # exported files are private (0600); the package must be readable by all
 du -sh "$BUNDLE"
 
