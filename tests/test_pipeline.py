@@ -70,7 +70,8 @@ def test_stage_ladder_taps_every_stage_of_the_same_run(pipe: Pipeline, seed_audi
     plain = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST)
     tapped = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST, keep_stages=True)
     assert plain.stages == {} and plain.audio is not None and tapped.audio is not None
-    assert np.array_equal(tapped.audio, plain.audio)
+    # equal up to float rounding: the backend's kernels may round differently from run to run
+    np.testing.assert_allclose(tapped.audio, plain.audio, rtol=0, atol=1e-5)
     assert list(tapped.stages) == ["level2", "level1", "level0", "dance"]
     assert [a.shape for a in tapped.stages.values()] == [(1, 44100)] * 3 + [(2, 44100)]
     assert np.array_equal(tapped.stages["dance"], tapped.audio)
