@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from levels.latent_denoiser import load_denoiser
 from levels.codec_io import load_codec
 from levels.denoiser_training import lookup_latents
+from levels.latent_denoiser import load_denoiser
 from levels.latent_shards import LatentShards
 from levels.level_validation import ValidationConfig, validate, validation_windows
 

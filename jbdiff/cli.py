@@ -131,9 +131,9 @@ def cmd_encode(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from jbdiff.bundle import export_bundle
     from jbdiff.core.config import load_yaml
+    from jbdiff.core.training import BEST
     from levels.denoiser_training import load_level_config
     from upsampler.dance_training import load_dance_config
-    from jbdiff.core.training import BEST
 
     runs = {name: getattr(args, name) for name in STAGES if getattr(args, name)}
     if args.best:
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(gen)
     gen.set_defaults(func=cmd_generate)
 
-    std = sub.add_parser("studio", help="open the web app (continue, remix, generate in a browser)")
+    std = sub.add_parser("studio", help="open the web app: every move (continue, remix, repaint, extend, loop, generate) in a browser")
     std.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
     std.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     std.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")

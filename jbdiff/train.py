@@ -30,13 +30,13 @@ from levels.denoiser_training import LevelTrainingModule, load_level_config
 from levels.latent_dataset import LatentWindows
 from levels.latent_denoiser import denoiser_section
 from levels.latent_shards import LatentShards
+from levels.level_validation import validation_windows
 from upsampler.dance_training import (
     DanceTrainingModule,
     crop_length,
     export_dance,
     load_dance_config,
 )
-from levels.level_validation import validation_windows
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from jbdiff.core.diffusion import alpha_beta
-from levels.latent_denoiser import LatentDenoiser
 from levels.latent_dataset import PAD_CODE
+from levels.latent_denoiser import LatentDenoiser
 from levels.latent_shards import LatentShards
 
 

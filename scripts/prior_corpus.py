@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_split import HELDOUT, STINGERS  # noqa: E402
+from demo_split import HELDOUT, STINGERS
 
 # set name -> (Debian package, music folder, licence of the music per debian/copyright)
 SETS: dict[str, tuple[str, str, str]] = {
