@@ -10,6 +10,7 @@ import torch
 
 from jbdiff.core.synth import synth_music
 from jbdiff.core.training import FitOptions
+from jbdiff.sampling_settings import SamplingSettings, StageSettings
 from levels.codec import Codec
 from levels.codec_config import load_codec_config
 from levels.vqvae import VQVAE
@@ -17,7 +18,17 @@ from levels.vqvae import VQVAE
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CODEC_CONFIG = ROOT / "configs" / "codec" / "tiny.yaml"
 
-__all__ = ["ROOT", "TINY_CODEC_CONFIG", "cpu_fit", "synth_music"]
+__all__ = ["FAST", "ROOT", "TINY_CODEC_CONFIG", "cpu_fit", "synth_music"]
+
+# Few steps and one base window per pass: sampling settings for quick runs of the tiny bundle.
+FAST = SamplingSettings(
+    level2=StageSettings(3, guidance=2.0),
+    level1=StageSettings(3, guidance=1.5, init_strength=0.34),
+    level0=StageSettings(2, init_strength=0.5),
+    dance=StageSettings(2, init_strength=0.5),
+    window_multiplier=1,
+    crossfade_samples=512,
+)
 
 
 def cpu_fit(max_steps: int) -> FitOptions:

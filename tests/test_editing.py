@@ -16,16 +16,8 @@ from jbdiff.core.noise import slerp
 from jbdiff.core.samplers import invert, sample
 from jbdiff.core.synth import synth_music
 from jbdiff.pipeline import Pipeline
-from jbdiff.sampling_settings import SamplingSettings, StageSettings
+from tests.conftest import FAST
 
-FAST = SamplingSettings(
-    level2=StageSettings(3, guidance=2.0),
-    level1=StageSettings(3, guidance=1.5, init_strength=0.34),
-    level0=StageSettings(2, init_strength=0.5),
-    dance=StageSettings(2, init_strength=0.5),
-    window_multiplier=1,
-    crossfade_samples=512,
-)
 RATE = 44100
 
 

@@ -15,17 +15,10 @@ from jbdiff.core.errors import JbdiffError
 from jbdiff.core.synth import synth_music
 from jbdiff.metrics.codec import si_sdr
 from jbdiff.pipeline import Pipeline, StageProgress
-from jbdiff.sampling_settings import SamplingSettings, StageSettings
+from jbdiff.sampling_settings import StageSettings
 from jbdiff.window_sampler import WindowSampler
+from tests.conftest import FAST
 
-FAST = SamplingSettings(
-    level2=StageSettings(3, guidance=2.0),
-    level1=StageSettings(3, guidance=1.5, init_strength=0.34),
-    level0=StageSettings(2, init_strength=0.5),
-    dance=StageSettings(2, init_strength=0.5),
-    window_multiplier=1,
-    crossfade_samples=512,
-)
 CHUNK = 128 * 128  # one level-2 window of the tiny configs, in samples
 
 
