@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from jbdiff.core.audio import SAMPLE_RATE
+from levels.fast_decoder import fast_decode
 from levels.vqvae import VQVAE, VQVAEConfig
 
 
@@ -186,13 +187,14 @@ class Codec(nn.Module):
         if quantize:
             return self.decode_codes(level, self.latents_to_codes(level, latents))
         vectors = latents.to(self.device) * self.latent_std[level] + self.latent_mean[level]
-        return self._decode_level(vectors, level, self.vqvae.decoders[level])
+        return self._decode_level(vectors, level, lambda v: fast_decode(self.vqvae.decoders[level], v))
 
     @torch.no_grad()
     def decode_codes(self, level: int, codes: torch.Tensor) -> torch.Tensor:
         """Codes (batch, frames) -> audio (batch, channels, frames * hop)."""
         self._check_level(level)
-        return self._decode_level(codes, level, lambda c: self.vqvae.decode(c, level))
+        quantiser = self.vqvae.bottleneck.level_blocks[level]
+        return self._decode_level(codes, level, lambda c: fast_decode(self.vqvae.decoders[level], quantiser.decode(c)))
 
     @torch.no_grad()
     def reconstruct(self, audio: torch.Tensor, level: int) -> torch.Tensor:
