@@ -219,7 +219,7 @@ def _sampling_settings(args: argparse.Namespace, defaults: Any) -> Any:
     """The bundle's (or the preset's) sampling settings with the command-line options applied."""
     from jbdiff.sampling_settings import PRESETS, with_options
 
-    fields = ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "batch", "seed")
+    fields = ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "match_loudness", "batch", "seed")
     return with_options(
         PRESETS[args.preset] if args.preset else defaults,
         levels=args.levels, steps=args.steps, guidance=args.guidance, init_strength=args.init_strength, sampler=args.sampler,
@@ -355,6 +355,10 @@ def _add_recipe_options(p: argparse.ArgumentParser, steps_flag: str = "--steps")
     p.add_argument("--window-multiplier", dest="window_multiplier", type=int, help="base windows generated per pass")
     p.add_argument("--crossfade", choices=CROSSFADES, help="crossfade between passes (default: constant-power)")
     p.add_argument("--crossfade-samples", dest="crossfade_samples", type=int, help="crossfade length in samples (default: 1536)")
+    p.add_argument(
+        "--match-loudness", dest="match_loudness", action=argparse.BooleanOptionalAction,
+        help="scale a continuation to the seed's loudness, by at most 12 dB (default: the bundle's setting)",
+    )
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 for the diffusion stages (default: float32)")
 
 

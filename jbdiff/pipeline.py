@@ -30,7 +30,7 @@ from tqdm import tqdm
 from jbdiff import __version__
 from jbdiff.bundle import Stages, load_bundle
 from jbdiff.core.atomic import atomic_path
-from jbdiff.core.audio import SAMPLE_RATE, resample, to_mono
+from jbdiff.core.audio import SAMPLE_RATE, loudness_gain, resample, to_mono
 from jbdiff.core.audio_stream import AudioStreamReader, AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader, splice
 from jbdiff.core.device import resolve_device, resolve_dtype
@@ -193,7 +193,10 @@ class Pipeline:
             lead = seed_out.shape[-1]
             if lead >= sampler.overlap:
                 previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
-        job = _Job(total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, keep_stages=keep_stages)
+        loudness = _seed_loudness(seed_out) if settings.match_loudness else None
+        job = _Job(
+            total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, keep_stages=keep_stages, loudness=loudness,
+        )
         return self._render(command, sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed}, overwrite=overwrite)
 
     def generate(
@@ -533,6 +536,8 @@ class Pipeline:
         seams = [job.lead + k * sampler.chunk for k in range(1, passes)]
         seams = ([job.lead] if job.lead else []) + [s for s in seams if s < job.lead + job.total]
         run = _Run(command, settings, sampler, job.lead + job.total, job.total, passes, seams, time.perf_counter() - started)
+        if job.gain is not None:
+            extra = {**extra, "loudness_gain_db": [round(20 * math.log10(g), 2) for g in job.gain.flatten().tolist()]}
         arrays = None if out is not None else [np.concatenate(pieces, axis=-1) for pieces in takes]
         marks = Marks(seams=[s / SAMPLE_RATE for s in seams if s != job.lead], seed_end=job.lead / SAMPLE_RATE if job.lead else None)
         return self._finish(run, extra, out, paths, arrays, marks, stages=stages)
@@ -600,7 +605,12 @@ class Pipeline:
             init = None
             if job.source is not None:
                 init = self._source_latents(sampler, job.source, start)
-            _emit(sink, fader.push(sampler.next_pass(init, job.strength)))
+            audio = sampler.next_pass(init, job.strength)
+            if job.loudness is not None:
+                if job.gain is None:
+                    job.gain = loudness_gain(audio, job.loudness)
+                audio = (audio * job.gain).clamp(-1.0, 1.0)
+            _emit(sink, fader.push(audio))
         _emit(sink, fader.flush())
 
     def _source_latents(self, sampler: WindowSampler, source: _Source, start: int) -> torch.Tensor:
@@ -693,6 +703,10 @@ class _Job:
     source: _Source | None = None
     strength: float = 1.0
     keep_stages: bool = False
+    loudness: float | None = None
+    """The seed's RMS that the generated audio is scaled to (``match_loudness``), if any."""
+    gain: torch.Tensor | None = None
+    """Per take, the factor that scaling settled on (from the first pass)."""
 
 
 class _StageLadder:
@@ -763,6 +777,12 @@ class _FileSource:
 
     def piece(self, start: int, stop: int) -> torch.Tensor:
         return torch.from_numpy(self.reader.read(start, stop))[None]
+
+
+def _seed_loudness(seed: torch.Tensor) -> float | None:
+    """The RMS of the seed's last 10 seconds, all channels (None for a silent seed: nothing to match)."""
+    rms = seed[..., -10 * SAMPLE_RATE :].float().square().mean().sqrt().item()
+    return rms if rms > 1e-4 else None
 
 
 def _emit(sink: Sink, audio: torch.Tensor) -> None:

@@ -78,6 +78,8 @@ class SamplingSettings:
     window_multiplier: int = 4
     crossfade: str = "constant-power"
     crossfade_samples: int = 1536
+    match_loudness: bool = False
+    """Scale a continuation to the seed's loudness (RMS of its last 10 s), by at most 12 dB."""
     batch: int = 1
     seed: int = 0
 
@@ -98,6 +100,8 @@ class SamplingSettings:
         _between("window multiplier", self.window_multiplier, 1, MAX_WINDOW_MULTIPLIER)
         _between("batch", self.batch, 1, MAX_BATCH)
         _between("seed", self.seed, 0, MAX_SEED)
+        if not isinstance(self.match_loudness, bool):
+            raise JbdiffError(f"match_loudness must be true or false, got {self.match_loudness!r}")
 
     def stage(self, name: str) -> StageSettings:
         """The settings of stage ``name`` (``level2``, ``level1``, ``level0`` or ``dance``)."""

@@ -194,3 +194,30 @@ def test_bad_requests_are_refused(pipe: Pipeline, seed_audio: np.ndarray, tmp_pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(JbdiffError, match="not a model bundle"):
         Pipeline.from_pretrained(tmp_path / "empty")
+
+
+def test_match_loudness_scales_the_continuation_to_the_seed(pipe: Pipeline, seed_audio: np.ndarray) -> None:
+    plain = pipe.continue_(seed_audio * 2, 44100, 1.0, settings=FAST)
+    assert "loudness_gain_db" not in plain.manifest
+    for level in (2.0, 3.0):  # the random-weight output is 6-10 dB louder than these seeds
+        seed = seed_audio * level
+        matched = pipe.continue_(seed, 44100, 1.0, settings=FAST.replace(match_loudness=True))
+        assert matched.audio is not None
+        (gain_db,) = matched.manifest["loudness_gain_db"]
+        head = matched.audio[:, : CHUNK - FAST.crossfade_samples]  # the first pass alone, which set the gain
+        seed_db = 20 * math.log10(np.sqrt(np.mean(seed**2)))
+        assert 20 * math.log10(np.sqrt(np.mean(head**2))) == pytest.approx(seed_db, abs=1.0)
+        if level == 2.0:  # the same run as `plain`, scaled: nothing else changes
+            assert plain.audio is not None
+            assert np.allclose(matched.audio, np.clip(plain.audio * 10 ** (gain_db / 20), -1, 1), atol=1e-3)
+
+
+def test_loudness_gain_is_bounded_by_its_limit_and_the_peak() -> None:
+    from jbdiff.core.audio import loudness_gain
+
+    tone = torch.sin(torch.linspace(0, 200 * math.pi, 8000))[None, None] * 0.1  # RMS 0.0707, peak 0.1
+    both = torch.cat([tone, tone * 0.01])
+    gains = loudness_gain(both, target_rms=0.1 / math.sqrt(2) * 2).flatten().tolist()
+    assert gains[0] == pytest.approx(2.0, rel=1e-3)  # 6 dB up
+    assert gains[1] == pytest.approx(10 ** (12 / 20), rel=1e-3)  # 46 dB asked for, 12 allowed
+    assert loudness_gain(tone * 5, target_rms=5.0).item() == pytest.approx(0.999 / 0.5, rel=1e-3)  # stops at the peak

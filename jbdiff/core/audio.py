@@ -202,6 +202,19 @@ def peak_scale(path: str | os.PathLike[str], peak: float, unbounded: bool) -> fl
     return SAVE_PEAK / peak
 
 
+def loudness_gain(audio: torch.Tensor, target_rms: float, max_db: float = 12.0, peak: float = SAVE_PEAK) -> torch.Tensor:
+    """Per-take factors (batch, 1, 1) that bring (batch, channels, samples) audio to RMS ``target_rms``.
+
+    Each factor stays within ``max_db`` decibels of 1 and never lifts the take's peak above ``peak``.
+    """
+    flat = audio.detach().float().flatten(1)
+    rms = flat.square().mean(1).sqrt().clamp_min(1e-8)
+    limit = 10.0 ** (max_db / 20.0)
+    gain = (target_rms / rms).clamp(1.0 / limit, limit)
+    gain = gain.minimum(peak / flat.abs().amax(1).clamp_min(1e-8))
+    return gain.to(audio.dtype)[:, None, None]
+
+
 def save_format(path: str | os.PathLike[str]) -> tuple[str, str, bool]:
     """(libsndfile format, subtype, holds peaks above 1.0) for saving to ``path``.
 
