@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 MAX_TAKES = 4
 DOWNLOAD_FORMATS = (".wav", ".flac", ".ogg")
 _STAGE_FIELDS = ("steps", "guidance", "init_strength", "sampler")
-_GLOBAL_FIELDS = ("levels", "noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples")
+_GLOBAL_FIELDS = ("levels", "noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "match_loudness")
 _PRESET_CHOICES = {"the bundle's own": None, "jbdiff default": "default", "Jukebox-Diffusion v1": "v1"}
 
 
@@ -135,7 +135,7 @@ class Studio:
         return dataclasses.replace(
             self.pipe.settings, levels=tuple(fields["levels"]), noise_style=fields["noise_style"], noise_step=float(fields["noise_step"]),
             window_multiplier=int(fields["window_multiplier"]), crossfade=fields["crossfade"],
-            crossfade_samples=int(fields["crossfade_samples"]), **stages,
+            crossfade_samples=int(fields["crossfade_samples"]), match_loudness=bool(fields["match_loudness"]), **stages,
         )
 
     def settings_values(self, preset: str | None) -> list[Any]:
@@ -313,7 +313,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                         window_multiplier = gr.Number(value=defaults[3], precision=0, minimum=1, label="Base windows per pass")
                         crossfade = gr.Dropdown(list(CROSSFADES), value=defaults[4], label="Crossfade")
                         crossfade_samples = gr.Number(value=defaults[5], precision=0, minimum=0, label="Crossfade samples")
-                    advanced: list[gr.components.Component] = [levels, noise_style, noise_step, window_multiplier, crossfade, crossfade_samples]
+                        match_loudness = gr.Checkbox(value=defaults[6], label="Continue at the seed's loudness")
+                    advanced: list[gr.components.Component] = [
+                        levels, noise_style, noise_step, window_multiplier, crossfade, crossfade_samples, match_loudness,
+                    ]
                     for index, name in enumerate(SAMPLING_STAGES):
                         start = len(_GLOBAL_FIELDS) + 4 * index
                         with gr.Accordion(f"Stage {name}", open=False), gr.Row():

@@ -107,6 +107,14 @@ def test_the_command_listens_on_this_machine_only_by_default() -> None:
     assert (args.host, args.port, args.model, args.func) == ("127.0.0.1", 7860, None, cli.cmd_studio)
 
 
+def test_the_advanced_panel_round_trips_every_setting(tiny_bundle: Path, tmp_path: Path) -> None:
+    studio = Studio(Pipeline.from_pretrained(tiny_bundle, device="cpu"), tmp_path)
+    values = studio.settings_values(None)
+    assert studio.settings_from(values) == studio.pipe.settings
+    values[6] = not values[6]  # the loudness checkbox
+    assert studio.settings_from(values) == studio.pipe.settings.replace(match_loudness=values[6])
+
+
 @pytest.mark.parametrize("move", ["Extend", "Loop"])
 def test_extend_and_loop_deliver_a_take(tiny_bundle: Path, tmp_path: Path, move: str) -> None:
     from jbdiff.studio import _load_input
