@@ -601,16 +601,22 @@ class Pipeline:
             body = job.seed_audio[..., : job.seed_audio.shape[-1] - (sampler.overlap if job.previous is not None else 0)]
             for take in range(batch):
                 sink(take, body.numpy())
+        held: list[torch.Tensor] = []  # passes waiting for the loudness gain
         for start in range(0, job.total, sampler.chunk):
             init = None
             if job.source is not None:
                 init = self._source_latents(sampler, job.source, start)
             audio = sampler.next_pass(init, job.strength)
-            if job.loudness is not None:
-                if job.gain is None:
-                    job.gain = loudness_gain(audio, job.loudness)
-                audio = (audio * job.gain).clamp(-1.0, 1.0)
-            _emit(sink, fader.push(audio))
+            if job.loudness is None:
+                _emit(sink, fader.push(audio))
+            elif job.gain is not None:
+                _emit(sink, fader.push((audio * job.gain).clamp(-1.0, 1.0)))
+            else:
+                held.append(audio)
+                if start + sampler.chunk >= min(job.total, _LOUDNESS_SPAN):
+                    job.gain = loudness_gain(torch.cat(held, dim=-1), job.loudness)
+                    for piece in held:
+                        _emit(sink, fader.push((piece * job.gain).clamp(-1.0, 1.0)))
         _emit(sink, fader.flush())
 
     def _source_latents(self, sampler: WindowSampler, source: _Source, start: int) -> torch.Tensor:
@@ -706,7 +712,7 @@ class _Job:
     loudness: float | None = None
     """The seed's RMS that the generated audio is scaled to (``match_loudness``), if any."""
     gain: torch.Tensor | None = None
-    """Per take, the factor that scaling settled on (from the first pass)."""
+    """Per take, the factor that scaling settled on (from the first ``_LOUDNESS_SPAN`` samples)."""
 
 
 class _StageLadder:
@@ -790,6 +796,9 @@ def _emit(sink: Sink, audio: torch.Tensor) -> None:
     for take in range(piece.shape[0]):
         sink(take, piece[take])
 
+
+_LOUDNESS_SPAN = 10 * SAMPLE_RATE
+"""How much generated audio (or all, if less) sets the gain of ``match_loudness``; it is held until then."""
 
 _STAGING_FACTOR = {".wav": 1.0, ".flac": 1.75, ".ogg": 1.1}
 """Disk space of a streamed output per byte of float32 WAV: the staging WAV plus the file made from it."""

@@ -79,7 +79,9 @@ class SamplingSettings:
     crossfade: str = "constant-power"
     crossfade_samples: int = 1536
     match_loudness: bool = False
-    """Scale a continuation to the seed's loudness (RMS of its last 10 s), by at most 12 dB."""
+    """Scale a continuation to the seed's loudness (RMS of its last 10 s), by at most 12 dB.
+
+    One gain per take, set by the first 10 s generated (held back until then)."""
     batch: int = 1
     seed: int = 0
 
