@@ -1,8 +1,9 @@
 """The three latent levels, and what makes and models them.
 
-- The codec: the Jukebox-compatible VQ-VAE (``vqvae``, ``codebook``), the per-level codec
-  (``codec``: audio <-> codes <-> normalised latents), its config, loss, training and I/O
-  (``codec_io``, ``jukebox_checkpoint`` for OpenAI's ``vqvae.pth.tar``).
+- The codec: the Jukebox-compatible VQ-VAE (``vqvae``, ``codebook``; ``fast_decoder``, its
+  decoder restructured for inference), the per-level codec (``codec``: audio <-> codes <->
+  normalised latents), its config, loss, training and I/O (``codec_io``,
+  ``jukebox_checkpoint`` for OpenAI's ``vqvae.pth.tar``).
 - Latent data: pre-encoded shards (``latent_shards``) and the training windows read from
   them (``latent_dataset``).
 - The level model: the context-attended ``latent_denoiser`` that every level uses, the
