@@ -27,7 +27,8 @@ from levels.codec_io import load_codec
 from levels.denoiser_training import lookup_latents
 from levels.latent_denoiser import load_denoiser
 from levels.latent_shards import LatentShards
-from levels.level_validation import ValidationConfig, validate, validation_windows
+from jbdiff.core.training import ValidationConfig
+from levels.level_validation import validate, validation_windows
 
 
 def code_stats(codes: torch.Tensor) -> dict[str, float]:

@@ -98,7 +98,7 @@ def cmd_train_level(args: argparse.Namespace) -> None:
 def cmd_train_dance(args: argparse.Namespace) -> None:
     from jbdiff.train import train_dance
 
-    run = train_dance(args.data, args.config, args.out, options=_fit_options(args))
+    run = train_dance(args.data, args.config, args.out, val_data_dir=args.val_data, options=_fit_options(args))
     _say_once(f"dance stage saved in {run}")
 
 
@@ -397,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     dance.add_argument("--data", required=True, help="folder of audio files (searched recursively; stereo kept)")
     dance.add_argument("--config", required=True, help="dance YAML config, e.g. configs/dance/tiny.yaml")
     dance.add_argument("--out", required=True, help="run folder; training resumes from its last checkpoint")
+    dance.add_argument(
+        "--val-data",
+        help="folder of audio kept out of training: held-out loss by noise level on fixed crops in RUN/val.jsonl, "
+        "best weights in RUN/best/",
+    )
     _add_trainer_options(dance)
     dance.set_defaults(func=cmd_train_dance)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.audio_dataset import RandomCrops, crop_samples, scan_audio_folder
+from jbdiff.core.audio_dataset import RandomCrops, crop_samples, fixed_crops, scan_audio_folder
 from jbdiff.core.config import load_yaml, to_dict
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.stage_io import save_stage
@@ -142,6 +142,7 @@ def train_dance(
     config_path: str | os.PathLike[str],
     run_dir: str | os.PathLike[str],
     *,
+    val_data_dir: str | os.PathLike[str] | None = None,
     options: FitOptions = DEFAULT_FIT,
 ) -> Path:
     """Train (or resume training) the Dance-Diffusion stage on a folder of audio; returns the run folder.
@@ -149,9 +150,13 @@ def train_dance(
     Crops are stereo (mono files duplicated) of ``train.sample_seconds`` rounded up by
     :func:`upsampler.dance_training.crop_length`. The run folder doubles as the stage: ``dance.safetensors`` (EMA
     weights) + ``dance.yaml`` are refreshed at every checkpoint (:func:`upsampler.dance_refiner.load_dance`).
+    ``val_data_dir`` (audio kept out of training) turns on the held-out validation of the
+    config's ``validation`` section on fixed crops: ``RUN/val.jsonl``, TensorBoard ``val/``,
+    and the best weights by validation loss in ``RUN/best/``.
     """
     cfg = load_dance_config(config_path)
     folder = scan_audio_folder(data_dir)
+    held_out = scan_audio_folder(val_data_dir) if val_data_dir is not None else None
     run = Path(run_dir)
     resume = prepare_run_dir(run, load_yaml(config_path), str(config_path))
     length = crop_length(cfg.train.sample_seconds, cfg.model)
@@ -165,7 +170,16 @@ def train_dance(
     pl.seed_everything(cfg.train.seed, verbose=False)
     data = RandomCrops(folder, length, channels=2, seed=cfg.train.seed, stream=checkpoint_step(resume))
     module = DanceTrainingModule(cfg, run)
+    validation = None
+    if held_out is not None:
+        crops = fixed_crops(held_out, length, cfg.validation.windows, channels=2)
+
+        def evaluate(trained: pl.LightningModule) -> dict[str, object]:
+            assert isinstance(trained, DanceTrainingModule)
+            return trained.validate(crops)
+
+        validation = Validation(run, cfg.validation.every, evaluate, export_dance)
     fit_stage(
-        module, data, run, cfg.train, export_dance, options, resume=resume, hparams=to_dict(cfg)
+        module, data, run, cfg.train, export_dance, options, resume=resume, hparams=to_dict(cfg), validation=validation
     )
     return run

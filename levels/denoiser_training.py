@@ -17,7 +17,8 @@ from jbdiff.core.spectrogram import spectrogram_image
 from jbdiff.core.training import EmaModule, adam, check_finite, lr_schedule
 from levels.codec import Codec
 from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
-from levels.level_validation import ValidationConfig, validate
+from jbdiff.core.training import ValidationConfig
+from levels.level_validation import validate
 
 
 @dataclass(frozen=True)

@@ -12,29 +12,13 @@ model must beat to have learned anything at that noise level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from jbdiff.core.diffusion import alpha_beta
+from jbdiff.core.diffusion import noise_level_errors
+from jbdiff.core.training import ValidationConfig
 from levels.latent_dataset import PAD_CODE
 from levels.latent_denoiser import LatentDenoiser
 from levels.latent_shards import LatentShards
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    """How often and on how much held-out data a level is validated."""
-
-    every: int = 200
-    windows: int = 16
-    bins: int = 5
-    seed: int = 0
-
-
-def bin_sigmas(bins: int) -> torch.Tensor:
-    """The centres of ``bins`` equal-width noise-level bins in [0, 1]."""
-    return (torch.arange(bins, dtype=torch.float32) + 0.5) / bins
 
 
 def validation_windows(
@@ -80,35 +64,15 @@ def validate(
     start: torch.Tensor | None,
     cfg: ValidationConfig,
 ) -> dict[str, object]:
-    """Errors of ``denoiser`` on clean latents ``x`` (N, C, W) at each noise-level bin.
+    """Errors of ``denoiser`` on clean latents ``x`` (N, C, W) at each noise-level bin
+    (:func:`jbdiff.core.diffusion.noise_level_errors`); residual levels start from ``start``.
 
-    Returns ``loss`` (the v-objective's squared error averaged over the bins, as uniform
-    noise levels would weight it) and ``bins``: per bin ``sigma``, ``v_mse``, ``x_rmse``
-    (predicted clean latents) and ``zero_rmse`` (the trivial predictor's error).
     Classifier-free guidance is off: the conditional model is measured.
     """
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype) if start is None else start
-    embedding = None
+    kwargs: dict[str, object] = {}
     if context is not None and denoiser.cfg.context_mult:
-        embedding = context.transpose(1, 2)
-    kwargs = {} if embedding is None else {"embedding": embedding, "embedding_mask_proba": 0.0}
+        kwargs = {"embedding": context.transpose(1, 2), "embedding_mask_proba": 0.0}
     trivial = x if start is None else x - start
-    zero_rmse = float(trivial.pow(2).mean().sqrt())
-    rows = []
-    for sigma in bin_sigmas(cfg.bins).tolist():
-        alpha, beta = alpha_beta(torch.tensor(sigma))
-        noisy = alpha * x + beta * noise
-        v = denoiser.net(noisy, torch.full((x.shape[0],), sigma, device=x.device), **kwargs)
-        target = alpha * noise - beta * x
-        x_hat = alpha * noisy - beta * v
-        rows.append(
-            {
-                "sigma": round(sigma, 4),
-                "v_mse": float((v - target).pow(2).mean()),
-                "x_rmse": float((x_hat - x).pow(2).mean().sqrt()),
-                "zero_rmse": zero_rmse,
-            }
-        )
-    loss = sum(float(row["v_mse"]) for row in rows) / len(rows)
-    return {"loss": loss, "bins": rows}
+    return noise_level_errors(denoiser.net, x, noise, trivial, cfg.bins, **kwargs)

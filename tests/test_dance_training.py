@@ -15,14 +15,16 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jbdiff.core.audio import save_audio
+from jbdiff.core.audio_dataset import fixed_crops, scan_audio_folder
 from jbdiff.core.config import to_dict
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.stage_io import file_sha256
+from jbdiff.core.training import read_validation
 from jbdiff.core.synth import synth_music
 from jbdiff.train import train_dance
 from tests.conftest import ROOT, cpu_fit
 from upsampler.dance_refiner import load_dance, padded_length, refine_stereo
-from upsampler.dance_training import crash_sigma, crop_length, load_dance_config
+from upsampler.dance_training import DanceTrainingModule, crash_sigma, crop_length, load_dance_config
 from upsampler.dance_unet import DanceConfig, DanceUNet, load_dance_checkpoint
 
 # Smaller than configs/dance/tiny.yaml: 5 levels, attention (one 32-channel head) on levels 3-5.
@@ -166,3 +168,43 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(stereo_dir: Path, fast_
     with pytest.raises(JbdiffError, match="diverged at step 2"):
         _train(stereo_dir, fast_config, run, 6)
     assert path.read_bytes() == before
+
+
+def test_training_validates_on_held_out_crops_and_export_picks_the_best(
+    stereo_dir: Path, fast_config: Path, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(fast_config.read_text())
+    config["validation"] = {"every": 2, "windows": 3, "bins": 4}
+    config_path = tmp_path / "dance.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    save_audio(held_out / "other.wav", np.stack([synth_music(0.5, seed=7)[0]] * 2))
+
+    run = train_dance(stereo_dir, config_path, tmp_path / "run", val_data_dir=held_out, options=cpu_fit(4))
+    rows = read_validation(run)
+    assert [row["step"] for row in rows] == [2, 4]
+    assert all(len(row["bins"]) == 4 and row["loss"] > 0 for row in rows)
+    # the best weights re-scored on the same crops give the logged loss
+    best = min(rows, key=lambda row: row["loss"])
+    module = DanceTrainingModule(load_dance_config(config_path))
+    module.diffusion_ema = load_dance(run / "best")
+    length = crop_length(config["train"]["sample_seconds"], FAST)
+    crops = fixed_crops(scan_audio_folder(held_out), length, 3, channels=2)
+    assert module.validate(crops)["loss"] == pytest.approx(best["loss"], rel=1e-5)
+    assert "val/loss" in EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
+
+
+def test_fixed_crops_are_evenly_spaced_and_repeatable(tmp_path: Path) -> None:
+    ramp = np.linspace(-1, 1, 44100, dtype=np.float32)[None]  # a crop's first sample tells where it starts
+    save_audio(tmp_path / "a.wav", ramp)
+    save_audio(tmp_path / "b.wav", -ramp)
+    folder = scan_audio_folder(tmp_path)
+    crops = fixed_crops(folder, 4410, 4)
+    assert crops.shape == (4, 1, 4410) and torch.equal(crops, fixed_crops(folder, 4410, 4))
+    span = 44100 - 4410  # each file offers this many starts; 4 crops over 2 spans: at 1/8, 3/8, 5/8, 7/8
+    starts = [-1 + 2 * (0.25 * span) / 44099, -1 + 2 * (0.75 * span) / 44099]
+    expected = [starts[0], starts[1], -starts[0], -starts[1]]
+    assert crops[:, 0, 0].tolist() == pytest.approx(expected, abs=2e-4)
+    short = fixed_crops(folder, 2 * 44100, 3)  # longer than every file: files take turns, zero-padded
+    assert short[:, 0, 0].tolist() == pytest.approx([-1, 1, -1], abs=1e-4) and float(short[0, 0, -1]) == 0

@@ -14,11 +14,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from jbdiff.core.audio import save_audio
 from jbdiff.core.config import TrainConfig
-from jbdiff.core.diffusion import alpha_beta
+from jbdiff.core.diffusion import alpha_beta, bin_sigmas
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise_levels import NoiseLevels
 from jbdiff.core.synth import synth_music
-from jbdiff.core.training import read_validation
+from jbdiff.core.training import ValidationConfig, read_validation
 from jbdiff.train import train_level
 from levels.codec import Codec
 from levels.codec_io import load_codec, save_codec
@@ -26,12 +26,7 @@ from levels.denoiser_training import load_level_config, lookup_latents
 from levels.latent_dataset import PAD_CODE
 from levels.latent_denoiser import LatentDenoiser, load_denoiser
 from levels.latent_shards import LatentShards, encode_folder
-from levels.level_validation import (
-    ValidationConfig,
-    bin_sigmas,
-    validate,
-    validation_windows,
-)
+from levels.level_validation import validate, validation_windows
 from tests.conftest import ROOT, cpu_fit
 
 WINDOW = 32

@@ -28,15 +28,11 @@ from torch import Tensor
 from jbdiff.core.audio import SAMPLE_RATE
 from jbdiff.core.audio_dataset import crop_samples
 from jbdiff.core.config import TrainConfig, load_config
-from jbdiff.core.diffusion import v_loss
+from jbdiff.core.diffusion import noise_level_errors, v_loss
 from jbdiff.core.spectrogram import spectrogram_image
 from jbdiff.core.stage_io import save_stage
 from jbdiff.core.stages import DANCE_STAGE
-from jbdiff.core.training import (
-    EmaModule,
-    adam,
-    check_finite,
-)
+from jbdiff.core.training import EmaModule, ValidationConfig, adam, check_finite
 from upsampler.dance_refiner import dance_section, refine_stereo
 from upsampler.dance_unet import DanceConfig, DanceUNet
 
@@ -54,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DanceStageConfig:
-    """``configs/dance/*.yaml``: ``model``, ``train``, EMA and demo settings.
+    """``configs/dance/*.yaml``: ``model``, ``train``, EMA, demo and held-out ``validation`` settings.
 
     Demos refine a mono mix of a training crop with ``demo_steps`` steps from ``init_strength``
     (the :func:`upsampler.dance_refiner.refine_stereo` convention) every ``demo_every`` steps
@@ -67,6 +63,7 @@ class DanceStageConfig:
     demo_every: int = 1000
     demo_steps: int = 50
     init_strength: float = 0.23
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
@@ -138,6 +135,17 @@ class DanceTrainingModule(EmaModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.diffusion.parameters(), self.cfg.train.lr)
+
+    @torch.no_grad()
+    def validate(self, crops: Tensor) -> dict[str, Any]:
+        """The EMA net's held-out errors by noise level on stereo ``crops`` (N, 2, T), fixed noise.
+
+        The trivial predictor answers silence (``zero_rmse`` is the crops' RMS).
+        """
+        generator = torch.Generator(device="cpu").manual_seed(self.cfg.validation.seed)
+        crops = crops.to(self.device)
+        noise = torch.randn(crops.shape, generator=generator).to(crops)
+        return noise_level_errors(self.diffusion_ema, crops, noise, crops, self.cfg.validation.bins)
 
     def ema_pair(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
         return self.diffusion_ema, self.diffusion, self.cfg.ema_decay

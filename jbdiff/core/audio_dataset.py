@@ -1,4 +1,4 @@
-"""Training data from a folder of audio files: scanning, and an endless stream of random crops."""
+"""Training data from a folder of audio files: scanning, an endless stream of random crops, fixed held-out crops."""
 
 from __future__ import annotations
 
@@ -65,6 +65,29 @@ def crop_samples(seconds: float, multiple: int, *, minimum: int = 0, round_up: b
     samples = round(seconds * SAMPLE_RATE, 6)
     count = math.ceil(samples / multiple) if round_up else int(samples) // multiple
     return max(minimum, multiple, count * multiple)
+
+
+def fixed_crops(folder: AudioFolder, length: int, count: int, channels: int = 1) -> torch.Tensor:
+    """``count`` crops (count, channels, length) evenly spaced over all of ``folder``'s audio.
+
+    The same folder always gives the same crops (held-out validation data). Files shorter
+    than a crop take turns, each zero-padded at the end, when no file is longer.
+    """
+    seconds = length / SAMPLE_RATE
+    spans = [max(0.0, info.duration - seconds) for info in folder.files]
+    total = sum(spans)
+    out = np.zeros((count, channels, length), dtype=np.float32)
+    for k in range(count):
+        index, position = k % len(spans), 0.0
+        if total > 0:
+            index, position = 0, (k + 0.5) * total / count
+            while position > spans[index] and index < len(spans) - 1:
+                position -= spans[index]
+                index += 1
+        audio = load_audio(folder.files[index].path, channels=channels, offset=position, duration=seconds)
+        n = min(length, audio.shape[-1])
+        out[k, :, :n] = audio[:, :n]
+    return torch.from_numpy(out)
 
 
 class RandomCrops(IterableDataset):  # type: ignore[type-arg]

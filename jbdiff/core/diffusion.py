@@ -57,3 +57,35 @@ def add_noise(x: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Tensor)
     """x at noise level ``sigma``: alpha * x + beta * noise."""
     alpha, beta = alpha_beta(torch.as_tensor(sigma, dtype=torch.float32, device=x.device))
     return alpha * x + beta * noise
+
+
+def bin_sigmas(bins: int) -> torch.Tensor:
+    """The centres of ``bins`` equal-width noise-level bins in [0, 1]."""
+    return (torch.arange(bins, dtype=torch.float32) + 0.5) / bins
+
+
+@torch.no_grad()
+def noise_level_errors(net: VNetwork, x: torch.Tensor, noise: torch.Tensor, trivial: torch.Tensor, bins: int, **net_kwargs: Any) -> dict[str, Any]:
+    """Errors of ``net`` on clean ``x`` noised with the fixed ``noise`` at each noise-level bin's centre.
+
+    Returns ``loss`` (the v-objective's squared error averaged over the bins, as uniform noise
+    levels would weight it) and ``bins``: per bin ``sigma``, ``v_mse``, ``x_rmse`` (the
+    predicted clean signal's error) and ``zero_rmse``, the RMS of ``trivial``: the error of the
+    predictor a model must beat to have learned anything (``x`` itself for "always zero").
+    """
+    zero_rmse = float(trivial.pow(2).mean().sqrt())
+    rows = []
+    for sigma in bin_sigmas(bins).tolist():
+        alpha, beta = alpha_beta(torch.tensor(sigma))
+        noisy = alpha * x + beta * noise
+        v = net(noisy, torch.full((x.shape[0],), sigma, device=x.device), **net_kwargs)
+        x_hat = alpha * noisy - beta * v
+        rows.append(
+            {
+                "sigma": round(sigma, 4),
+                "v_mse": float((v - (alpha * noise - beta * x)).pow(2).mean()),
+                "x_rmse": float((x_hat - x).pow(2).mean().sqrt()),
+                "zero_rmse": zero_rmse,
+            }
+        )
+    return {"loss": sum(float(row["v_mse"]) for row in rows) / len(rows), "bins": rows}

@@ -89,6 +89,17 @@ class RunCheckpoint(pl.Callback):
         self._save(trainer, module)
 
 
+@dataclass(frozen=True)
+class ValidationConfig:
+    """A config's ``validation`` section: how often, and on how much held-out data, a run is validated."""
+
+    every: int = 200
+    windows: int = 16
+    """Held-out items (latent windows, or audio crops for the Dance stage)."""
+    bins: int = 5
+    seed: int = 0
+
+
 VAL_LOG = "val.jsonl"
 BEST = "best"
 
