@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
+from jbdiff.core.training import ValidationConfig
 from levels.codec_io import load_codec
 from levels.denoiser_training import lookup_latents
 from levels.latent_denoiser import load_denoiser
 from levels.latent_shards import LatentShards
-from jbdiff.core.training import ValidationConfig
 from levels.level_validation import validate, validation_windows
 
 

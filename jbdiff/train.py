@@ -10,7 +10,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from jbdiff.core.audio import SAMPLE_RATE
-from jbdiff.core.audio_dataset import RandomCrops, crop_samples, fixed_crops, scan_audio_folder
+from jbdiff.core.audio_dataset import (
+    RandomCrops,
+    crop_samples,
+    fixed_crops,
+    scan_audio_folder,
+)
 from jbdiff.core.config import load_yaml, to_dict
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.stage_io import save_stage

@@ -14,10 +14,15 @@ from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from jbdiff.core.config import TrainConfig, load_config
 from jbdiff.core.noise_levels import NoiseLevels
 from jbdiff.core.spectrogram import spectrogram_image
-from jbdiff.core.training import EmaModule, adam, check_finite, lr_schedule
+from jbdiff.core.training import (
+    EmaModule,
+    ValidationConfig,
+    adam,
+    check_finite,
+    lr_schedule,
+)
 from levels.codec import Codec
 from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
-from jbdiff.core.training import ValidationConfig
 from levels.level_validation import validate
 
 

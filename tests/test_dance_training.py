@@ -19,12 +19,17 @@ from jbdiff.core.audio_dataset import fixed_crops, scan_audio_folder
 from jbdiff.core.config import to_dict
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.stage_io import file_sha256
-from jbdiff.core.training import read_validation
 from jbdiff.core.synth import synth_music
+from jbdiff.core.training import read_validation
 from jbdiff.train import train_dance
 from tests.conftest import ROOT, cpu_fit
 from upsampler.dance_refiner import load_dance, padded_length, refine_stereo
-from upsampler.dance_training import DanceTrainingModule, crash_sigma, crop_length, load_dance_config
+from upsampler.dance_training import (
+    DanceTrainingModule,
+    crash_sigma,
+    crop_length,
+    load_dance_config,
+)
 from upsampler.dance_unet import DanceConfig, DanceUNet, load_dance_checkpoint
 
 # Smaller than configs/dance/tiny.yaml: 5 levels, attention (one 32-channel head) on levels 3-5.
