@@ -7,6 +7,7 @@ Heavy modules are imported inside each command so ``jbdiff --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -176,15 +177,28 @@ def cmd_eval_codec(args: argparse.Namespace) -> None:
     from jbdiff.evaluate_codec import evaluate_codec
     from levels.codec_io import load_codec
 
-    codec = load_codec(args.codec).to(resolve_device(args.device))
-    report = evaluate_codec(codec, args.data, seconds=args.seconds, max_files=args.max_files, progress=not args.no_progress)
-    print(report.table())
-    if args.json:
-        report.write_json(args.json)
-        print(f"metrics written to {args.json}")
+    with _claimed_report([Path(args.json)] if args.json else [], args.overwrite):
+        codec = load_codec(args.codec).to(resolve_device(args.device))
+        report = evaluate_codec(codec, args.data, seconds=args.seconds, max_files=args.max_files, progress=not args.no_progress)
+        print(report.table())
+        if args.json:
+            report.write_json(args.json)
+            print(f"metrics written to {args.json}")
+
+
+def _claimed_report(paths: list[Path], overwrite: bool) -> contextlib.AbstractContextManager[None]:
+    """Refuse an existing report before a long evaluation starts (unless ``overwrite``), and hold it until written."""
+    from jbdiff.core.outputs import claim_outputs
+
+    return claim_outputs(paths, overwrite=overwrite)
 
 
 def cmd_eval_generation(args: argparse.Namespace) -> None:
+    with _claimed_report([Path(args.json).with_suffix(s) for s in (".json", ".md")] if args.json else [], args.overwrite):
+        _eval_generation(args)
+
+
+def _eval_generation(args: argparse.Namespace) -> None:
     from jbdiff import evaluate_generation as ev
     from jbdiff.pipeline import Pipeline
 
@@ -510,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     evc.add_argument("--codec", required=True, help="codec run folder, model bundle or vqvae.pth.tar")
     evc.add_argument("--data", required=True, help="folder of audio files")
     evc.add_argument("--json", help="also write the metrics to this JSON file")
+    evc.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     evc.add_argument("--seconds", type=float, default=30.0, help="seconds evaluated per file, from its start (default: 30)")
     evc.add_argument("--max-files", type=int, help="evaluate at most this many files")
     evc.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
@@ -523,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         evg.add_argument("--data", required=True, help="folder of audio files (held-out music)")
         evg.add_argument("--model", help="model bundle (default: the demo bundle shipped with jbdiff)")
         evg.add_argument("--json", help="write OUT.json, OUT.md (markdown table) and OUT_<metric>.png plots")
+        evg.add_argument("--overwrite", action="store_true", help="replace an existing report (OUT.json, OUT.md and its plots)")
         if target != "inpaint":
             evg.add_argument("--seconds", type=float, default=20.0, help="seconds generated per file (default: 20)")
         if target == "continuation":

@@ -106,3 +106,7 @@ def test_encode_and_eval_codec(codec_dir: Path, song: Path, tmp_path: Path, caps
     assert main(["eval", "codec", "--codec", str(codec_dir), "--data", str(data), "--json", str(report), "--no-progress"]) == 0
     assert "SI-SDR" in capsys.readouterr().out
     assert json.loads(report.read_text())
+    args = ["eval", "codec", "--codec", str(codec_dir), "--data", str(data), "--json", str(report), "--no-progress"]
+    before = report.read_bytes()
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err and report.read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0

@@ -107,6 +107,9 @@ def test_eval_continuation_and_remix_commands(tiny_bundle: Path, tmp_path: Path,
     sampling = json.loads((tmp_path / "level2.json").read_text())["options"]["sampling"]
     assert code == 0 and sampling["levels"] == ["level2"] and sampling["level2"]["steps"] == 1
     assert (tmp_path / "cont.md").is_file() and list(tmp_path.glob("cont_*.png"))
+    before = (tmp_path / "cont.json").read_bytes()  # a finished report is not replaced without --overwrite
+    code, _, err = _run(["eval", "continuation", *common, "--json", str(tmp_path / "cont.json")], capsys)
+    assert code == 2 and "--overwrite" in err and (tmp_path / "cont.json").read_bytes() == before
     code, stdout, _ = _run(["eval", "remix", *common, "--strengths", "0,1"], capsys)
     assert code == 0 and "|" in stdout
     code, _, err = _run(["eval", "remix", *common, "--strengths", "half"], capsys)
