@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(gen)
     gen.set_defaults(func=cmd_generate)
 
-    std = sub.add_parser("studio", help="open the web app: every move (continue, remix, repaint, extend, loop, generate) in a browser")
+    std = sub.add_parser("studio", help="open the web app: every move (continue, remix, repaint, extend, loop, morph, generate) in a browser")
     std.add_argument("--model", help="model bundle folder (default: the demo bundle shipped with jbdiff)")
     std.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     std.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")

@@ -295,6 +295,13 @@ def build_app(studio: Studio) -> gr.Blocks:
                         loop_seconds = gr.Slider(1, 120, value=8, step=1, label="Loop length (s)", elem_id="jb-loop-seconds")
                         loop_fade, loop_jumps = _edit_options("fade around the wrap point, seconds")
                         loop_button = gr.Button("Loop", variant="primary", elem_id="jb-run-loop")
+                    with gr.Tab("Morph", id="Morph", elem_id="jb-tab-morph"):
+                        with gr.Row():
+                            morph_a = _audio_input("From recording A", "jb-morph-a")
+                            morph_b = _audio_input("To recording B", "jb-morph-b")
+                        morph_info = gr.Markdown(elem_classes="jb-info")
+                        morph_clips = gr.Slider(1, 32, value=4, step=1, label="Clips (passes) from A to B, both included", elem_id="jb-morph-clips")
+                        morph_button = gr.Button("Morph", variant="primary", elem_id="jb-run-morph")
                     with gr.Tab("Generate", id="Generate", elem_id="jb-tab-generate"):
                         generate_seconds = gr.Slider(1, 300, value=20, step=1, label="Seconds", elem_id="jb-generate-seconds")
                         generate_button = gr.Button("Generate", variant="primary", elem_id="jb-run-generate")
@@ -431,9 +438,18 @@ def build_app(studio: Studio) -> gr.Blocks:
 
             yield from start_job("Loop", call, [path], seed_value, batch_value, list(values), request)
 
+        def run_morph(request: gr.Request, a_path: str | None, b_path: str | None, clips: float,
+                      seed_value: float, batch_value: float, *values: Any) -> Iterator[dict[Any, Any]]:
+            def call(settings: SamplingSettings, out: Path, report: Callable[..., None]) -> Generation:
+                a, b = _load_input(a_path, "recording A"), _load_input(b_path, "recording B")
+                return pipe.morph(a, b, SAMPLE_RATE, int(clips), settings=settings, out=out, progress=report)
+
+            yield from start_job("Morph", call, [a_path, b_path], seed_value, batch_value, list(values), request)
+
         repaint_button.click(run_repaint, [inputs["Repaint"], region_start, region_end, repaint_fade, repaint_jumps, *shared], **job)
         extend_button.click(run_extend, [inputs["Extend"], side, extend_seconds, extend_fade, extend_jumps, *shared], **job)
         loop_button.click(run_loop, [inputs["Loop"], loop_seconds, loop_fade, loop_jumps, *shared], **job)
+        morph_button.click(run_morph, [morph_a, morph_b, morph_clips, *shared], **job)
 
         def stop_job(request: gr.Request) -> str:
             return studio.stop(request.session_hash or "local")
@@ -444,6 +460,9 @@ def build_app(studio: Studio) -> gr.Blocks:
         preset.change(lambda name: studio.settings_values(_PRESET_CHOICES[name]), preset, advanced, **quick)
         for move, info in (("Continue", continue_info), ("Remix", remix_info), ("Repaint", repaint_info), ("Extend", extend_info), ("Loop", loop_info)):
             inputs[move].change(describe_upload, inputs[move], info, **quick)
+        for ends in (morph_a, morph_b):
+            ends.change(lambda a, b: "\n\n".join(f"{name}: {describe_upload(path)}" for name, path in (("A", a), ("B", b)) if path),
+                        [morph_a, morph_b], morph_info, **quick)
         for take in takes:
             take["use"].click(
                 lambda audio, move: (gr.Tabs(selected=move), *(audio if move == name else gr.skip() for name in inputs)),

@@ -115,8 +115,8 @@ def test_the_advanced_panel_round_trips_every_setting(tiny_bundle: Path, tmp_pat
     assert studio.settings_from(values) == studio.pipe.settings.replace(match_loudness=values[6])
 
 
-@pytest.mark.parametrize("move", ["Extend", "Loop"])
-def test_extend_and_loop_deliver_a_take(tiny_bundle: Path, tmp_path: Path, move: str) -> None:
+@pytest.mark.parametrize("move", ["Extend", "Loop", "Morph"])
+def test_extend_loop_and_morph_deliver_a_take(tiny_bundle: Path, tmp_path: Path, move: str) -> None:
     from jbdiff.studio import _load_input
 
     studio = Studio(Pipeline.from_pretrained(tiny_bundle, device="cpu"), tmp_path)
@@ -125,12 +125,19 @@ def test_extend_and_loop_deliver_a_take(tiny_bundle: Path, tmp_path: Path, move:
         audio = _load_input(str(SEED), "input")[:, : SAMPLE_RATE]
         if move == "Extend":
             return studio.pipe.extend(audio, SAMPLE_RATE, before=0.5, settings=settings, out=out, progress=report)
+        if move == "Morph":
+            later = _load_input(str(SEED), "input")[:, SAMPLE_RATE : 2 * SAMPLE_RATE]
+            return studio.pipe.morph(audio, later, SAMPLE_RATE, 2, settings=settings, out=out, progress=report)
         return studio.pipe.loop(audio, SAMPLE_RATE, 0.8, settings=settings, out=out, progress=report)
 
-    updates = list(studio.job(move, call, lambda: studio.pipe.settings, [str(SEED)], "test"))
+    updates = list(studio.job(move, call, lambda: studio.pipe.settings.replace(window_multiplier=1), [str(SEED)], "test"))
     assert any("<progress" in u.get("progress", "") for u in updates)  # the editing moves report progress too
-    take = updates[-1]["result"]["takes"][0]
-    assert sf.info(take["audio"]).duration == pytest.approx(1.5 if move == "Extend" else 0.8, abs=0.01)
+    result = updates[-1]["result"]
+    duration = sf.info(result["takes"][0]["audio"]).duration
+    if move == "Morph":  # two clips of one pass each: one window of the tiny prior, 128 frames of hop 128
+        assert result["manifest"]["clips"] == 2 and duration == pytest.approx(2 * 128 * 128 / SAMPLE_RATE, abs=0.01)
+    else:
+        assert duration == pytest.approx(1.5 if move == "Extend" else 0.8, abs=0.01)
 
 
 def test_a_busy_port_is_one_sentence(tiny_bundle: Path, tmp_path: Path) -> None:
