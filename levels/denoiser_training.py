@@ -86,7 +86,8 @@ class LevelTrainingModule(EmaModule):
         codes = latents["codes"]
         assert codes is not None
         sigma = self.cfg.noise_levels.draw(codes.shape[0], device=codes.device)
-        loss = self.denoiser.loss(codes, latents["context"], start=latents["start"], sigma=sigma)
+        weight = self.cfg.noise_levels.weight(sigma)
+        loss = self.denoiser.loss(codes, latents["context"], start=latents["start"], sigma=sigma, weight=weight)
         check_finite(loss, self.global_step, self.run_dir)
         self.log("loss", loss, prog_bar=True)
         self.log("lr", self.cfg.train.lr * self.cfg.train.lr_factor(self.global_step))

@@ -108,11 +108,13 @@ class LatentDenoiser(nn.Module):
         *,
         start: torch.Tensor | None = None,
         sigma: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Training loss on a batch of windows (``start`` replaces the noise for residual levels).
 
-        ``sigma`` (batch,) are the noise levels (default: uniform in [0, 1]).
+        ``sigma`` (batch,) are the noise levels (default: uniform in [0, 1]); ``weight``
+        (batch,) scales each window's error (default: all equal).
         """
         self._check(x)
         embedding, unconditional = self._embedding(context, x.shape[0], x)
@@ -120,7 +122,7 @@ class LatentDenoiser(nn.Module):
         if embedding is not None:
             dropout = 1.0 if unconditional else self.cfg.context_dropout
             net = functools.partial(self.net, embedding=embedding, embedding_mask_proba=dropout, generator=generator)
-        return v_loss(net, x, start=start, sigma=sigma, generator=generator)
+        return v_loss(net, x, start=start, sigma=sigma, weight=weight, generator=generator)
 
     @torch.no_grad()
     def generate(

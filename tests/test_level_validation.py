@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from jbdiff.core.audio import save_audio
 from jbdiff.core.config import TrainConfig
-from jbdiff.core.diffusion import alpha_beta, bin_sigmas
+from jbdiff.core.diffusion import alpha_beta, bin_sigmas, v_loss
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise_levels import NoiseLevels
 from jbdiff.core.synth import synth_music
@@ -166,6 +166,27 @@ def test_noise_level_distributions() -> None:
     assert float((shifted > 0.5).float().mean()) == pytest.approx(0.69, abs=0.01)  # P(z > -0.5)
     with pytest.raises(ValueError, match="unknown noise-level distribution"):
         NoiseLevels("cosine")
+
+
+def test_x0_weighting_makes_the_loss_the_clean_latent_error() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 4, 32, generator=generator)
+    noise = torch.randn(6, 4, 32, generator=generator)
+    sigma = torch.linspace(0.05, 0.95, 6)
+    guess = torch.randn(6, 4, 32, generator=generator)
+
+    def net(noisy: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # an imperfect velocity predictor
+        return guess
+
+    levels = NoiseLevels("uniform", weighting="x0")
+    assert NoiseLevels().weight(sigma) is None
+    weighted = v_loss(net, x, start=noise, sigma=sigma, weight=levels.weight(sigma))
+    alpha, beta = (t.view(-1, 1, 1) for t in alpha_beta(sigma))
+    x_hat = alpha * (alpha * x + beta * noise) - beta * guess
+    assert float(weighted) == pytest.approx(float((x_hat - x).pow(2).mean()), rel=1e-5)
+    assert float(v_loss(net, x, start=noise, sigma=sigma)) == pytest.approx(float((guess - (alpha * noise - beta * x)).pow(2).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        NoiseLevels(weighting="snr")
 
 
 def test_lr_warmup_then_cosine() -> None:

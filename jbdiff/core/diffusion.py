@@ -36,10 +36,11 @@ def v_loss(
     *,
     start: torch.Tensor | None = None,
     sigma: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     **net_kwargs: Any,
 ) -> torch.Tensor:
-    """Mean squared error of the predicted velocity.
+    """Mean squared error of the predicted velocity (each item's scaled by ``weight``, if given).
 
     ``start`` replaces the Gaussian noise (residual denoising); ``sigma`` defaults to
     uniform draws in [0, 1] per item; every random draw uses ``generator``.
@@ -50,7 +51,10 @@ def v_loss(
     alpha, beta = (_expand(t, x) for t in alpha_beta(sigma))
     noisy = alpha * x + beta * noise
     target = alpha * noise - beta * x
-    return F.mse_loss(net(noisy, sigma, **net_kwargs), target)
+    if weight is None:
+        return F.mse_loss(net(noisy, sigma, **net_kwargs), target)
+    per_item = (net(noisy, sigma, **net_kwargs) - target).pow(2).flatten(1).mean(1)
+    return (per_item * weight).mean()
 
 
 def add_noise(x: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
