@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from jbdiff.core.audio_dataset import spread_over
 from jbdiff.core.diffusion import noise_level_errors
 from jbdiff.core.training import ValidationConfig
 from levels.latent_dataset import PAD_CODE
@@ -32,16 +33,10 @@ def validation_windows(
     usable = [i for i, entry in enumerate(shards.entries) if entry.frames[level] >= window]
     if not usable:
         raise ValueError(f"{shards.root}: no held-out file has {window} frames at level {level}")
-    total = sum(shards.entries[i].frames[level] - window + 1 for i in usable)
+    spans = [shards.entries[i].frames[level] - window + 1 for i in usable]  # window starts per file
     items: list[dict[str, torch.Tensor]] = []
-    for k in range(count):
-        position = int((k + 0.5) * total / count)
-        for index in usable:
-            span = shards.entries[index].frames[level] - window + 1
-            if position < span:
-                break
-            position -= span
-        start = position
+    for slot, offset in spread_over(spans, count):
+        index, start = usable[slot], int(offset)
         item = {"codes": shards.crop(index, level, start, window)}
         if context_mult:
             context_len = context_mult * window

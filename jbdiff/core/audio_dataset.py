@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,23 @@ def crop_samples(seconds: float, multiple: int, *, minimum: int = 0, round_up: b
     return max(minimum, multiple, count * multiple)
 
 
+def spread_over(spans: Sequence[float], count: int) -> list[tuple[int, float]]:
+    """``count`` positions evenly spaced over ``spans`` laid end to end: (span index, offset into it).
+
+    Position k sits at (k + 0.5) / count of the whole, so the same spans always give the same
+    positions (held-out validation data); a span of zero length is never picked.
+    """
+    total = sum(spans)
+    positions = []
+    for k in range(count):
+        index, offset = 0, (k + 0.5) * total / count
+        while index < len(spans) - 1 and offset >= spans[index]:
+            offset -= spans[index]
+            index += 1
+        positions.append((index, offset))
+    return positions
+
+
 def fixed_crops(folder: AudioFolder, length: int, count: int, channels: int = 1) -> torch.Tensor:
     """``count`` crops (count, channels, length) evenly spaced over all of ``folder``'s audio.
 
@@ -75,15 +93,9 @@ def fixed_crops(folder: AudioFolder, length: int, count: int, channels: int = 1)
     """
     seconds = length / SAMPLE_RATE
     spans = [max(0.0, info.duration - seconds) for info in folder.files]
-    total = sum(spans)
+    places = spread_over(spans, count) if sum(spans) > 0 else [(k % len(spans), 0.0) for k in range(count)]
     out = np.zeros((count, channels, length), dtype=np.float32)
-    for k in range(count):
-        index, position = k % len(spans), 0.0
-        if total > 0:
-            index, position = 0, (k + 0.5) * total / count
-            while position > spans[index] and index < len(spans) - 1:
-                position -= spans[index]
-                index += 1
+    for k, (index, position) in enumerate(places):
         audio = load_audio(folder.files[index].path, channels=channels, offset=position, duration=seconds)
         n = min(length, audio.shape[-1])
         out[k, :, :n] = audio[:, :n]
