@@ -443,7 +443,7 @@ class Pipeline:
         ``region`` regenerated and spliced in; and the number of passes."""
         length = original.shape[-1]
         span = Span.plan(region, sampler)
-        mono = original.mean(dim=1, keepdim=True).to(self.device)
+        mono = _channels(original, 1).to(self.device)
         stereo = _channels(original, 2).to(self.device) if sampler.channels == 2 else None
         if span.begin:
             sampler.prime(mono[..., : span.begin])
@@ -601,22 +601,19 @@ class Pipeline:
             body = job.seed_audio[..., : job.seed_audio.shape[-1] - (sampler.overlap if job.previous is not None else 0)]
             for take in range(batch):
                 sink(take, body.numpy())
-        held: list[torch.Tensor] = []  # passes waiting for the loudness gain
+        held: list[torch.Tensor] = []  # passes not emitted yet: with match_loudness, until the gain is set
         for start in range(0, job.total, sampler.chunk):
             init = None
             if job.source is not None:
                 init = self._source_latents(sampler, job.source, start)
-            audio = sampler.next_pass(init, job.strength)
-            if job.loudness is None:
-                _emit(sink, fader.push(audio))
-            elif job.gain is not None:
-                _emit(sink, fader.push((audio * job.gain).clamp(-1.0, 1.0)))
-            else:
-                held.append(audio)
-                if start + sampler.chunk >= min(job.total, _LOUDNESS_SPAN):
-                    job.gain = loudness_gain(torch.cat(held, dim=-1), job.loudness)
-                    for piece in held:
-                        _emit(sink, fader.push((piece * job.gain).clamp(-1.0, 1.0)))
+            held.append(sampler.next_pass(init, job.strength))
+            if job.loudness is not None and job.gain is None:
+                if start + sampler.chunk < min(job.total, _LOUDNESS_SPAN):
+                    continue
+                job.gain = loudness_gain(torch.cat(held, dim=-1), job.loudness)
+            for audio in held:
+                _emit(sink, fader.push(audio if job.gain is None else (audio * job.gain).clamp(-1.0, 1.0)))
+            held.clear()
         _emit(sink, fader.flush())
 
     def _source_latents(self, sampler: WindowSampler, source: _Source, start: int) -> torch.Tensor:
