@@ -141,7 +141,7 @@ class Trainer:
 
     def __init__(self, module: LevelTrainingModule, mixed: bool) -> None:
         self.module = module.train()
-        self.optimizer = module.configure_optimizers()
+        self.optimizer = module.configure_optimizers()["optimizer"]  # the LR schedule does not change the step's cost
         self.mixed = mixed
         self.step = 0
 

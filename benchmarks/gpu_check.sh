@@ -9,7 +9,8 @@
 #   full_pipeline.json    x real time of a 30 s continuation with the full configs (random weights),
 #                         peak GPU memory for 1 and 10 minutes
 #   summary.json          each part's exit status and seconds
-# Each part has its own time limit, so one that hangs cannot take the others' time.
+# Each part has its own time limit (GPU_CHECK_LIMITS, seconds: default "150 120 180"), so one that
+# hangs cannot take the others' time.
 # DEVICE (default cuda) is there to try the script on a CPU at tiny size: see benchmarks/README.md.
 set -u
 out=${1:?usage: gpu_check.sh OUT_DIR [DEVICE]}
@@ -21,7 +22,7 @@ if [ "$device" = cuda ]; then
   training=(--config full --batch 32 --device cuda)
   unet=(--batch 1 --device cuda --timeout 100)
   pipeline=(--config full --device cuda --dtype bfloat16 --seconds 30 --minutes 1,10)
-  limits=(150 120 180)
+  read -r -a limits <<< "${GPU_CHECK_LIMITS:-150 120 180}"  # seconds per part
 else  # a quick run of the same parts at tiny size
   training=(--config tiny --batch 2 --device cpu --quick)
   unet=(--quick --batch 1 --device cpu)

@@ -33,8 +33,19 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return number
+
+
 def _add_trainer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: the config's max_steps)")
+    p.add_argument(
+        "--max-minutes", type=_positive_float,
+        help="stop after this much training time, saving and exporting as at the step limit (default: none)",
+    )
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, mps (default: auto)")
     p.add_argument("--devices", type=_devices, default="auto", help="number of devices, e.g. 2 for DDP (default: auto)")
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
@@ -46,7 +57,7 @@ def _fit_options(args: argparse.Namespace) -> FitOptions:
     from jbdiff.core.training import FitOptions
 
     return FitOptions(
-        max_steps=args.max_steps, accelerator=args.accelerator, devices=args.devices,
+        max_steps=args.max_steps, max_minutes=args.max_minutes, accelerator=args.accelerator, devices=args.devices,
         strategy=args.strategy, precision=args.precision, progress=not args.no_progress,
     )
 

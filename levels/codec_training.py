@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from jbdiff.core.training import adam, check_finite
+from jbdiff.core.training import adam, check_finite, run_precision
 from levels.codec import Codec
 from levels.codec_config import CodecConfig
 from levels.codec_io import save_codec
@@ -38,7 +38,7 @@ class CodecTrainingModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return adam(self.vqvae.parameters(), self.cfg.train.lr)
+        return adam(self.vqvae.parameters(), self.cfg.train.lr, precision=run_precision(self))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["codebook_ema"] = [block.ema_state() for block in self.vqvae.bottleneck.level_blocks]

@@ -20,6 +20,7 @@ from jbdiff.core.training import (
     adam,
     check_finite,
     lr_schedule,
+    run_precision,
 )
 from levels.codec import Codec
 from levels.latent_denoiser import DenoiserConfig, LatentDenoiser
@@ -101,7 +102,7 @@ class LevelTrainingModule(EmaModule):
         return validate(self.ema, codes, latents["context"], latents["start"], self.cfg.validation)
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        optimizer = adam(self.denoiser.parameters(), self.cfg.train.lr, decoupled=True)
+        optimizer = adam(self.denoiser.parameters(), self.cfg.train.lr, decoupled=True, precision=run_precision(self))
         return lr_schedule(optimizer, self.cfg.train)
 
     def ema_pair(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:

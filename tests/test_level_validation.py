@@ -18,7 +18,7 @@ from jbdiff.core.diffusion import alpha_beta, bin_sigmas, v_loss
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise_levels import NoiseLevels
 from jbdiff.core.synth import synth_music
-from jbdiff.core.training import ValidationConfig, read_validation
+from jbdiff.core.training import FitOptions, ValidationConfig, read_validation
 from jbdiff.train import train_level
 from levels.codec import Codec
 from levels.codec_io import load_codec, save_codec
@@ -215,3 +215,15 @@ def test_ema_warmup_follows_the_live_weights_early(latents: dict[str, Path], con
     assert moved
     for key in moved:
         torch.testing.assert_close(ema[key], torch.lerp(initial[key], live[key], 0.9))
+
+
+def test_bf16_mixed_training_with_gradient_clipping_stops_at_the_time_limit(latents: dict[str, Path], config: Path, tmp_path: Path) -> None:
+    # mixed precision with grad_clip used to fail at the first step: Lightning refuses to clip
+    # for the fused AdamW; --max-minutes stops long before the 10**6 steps, exporting as usual
+    options = FitOptions(max_steps=10**6, max_minutes=0.01, accelerator="cpu", devices=1, precision="bf16-mixed", progress=False)
+    assert load_level_config(config).train.grad_clip > 0
+    run = train_level("level2", latents["train"], config, tmp_path / "run", options=options)
+    step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    assert 1 <= step < 10**6
+    weights = load_denoiser(run, "level2")
+    assert all(torch.isfinite(p).all() for p in weights.parameters())

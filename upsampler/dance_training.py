@@ -32,7 +32,13 @@ from jbdiff.core.diffusion import noise_level_errors, v_loss
 from jbdiff.core.spectrogram import spectrogram_image
 from jbdiff.core.stage_io import save_stage
 from jbdiff.core.stages import DANCE_STAGE
-from jbdiff.core.training import EmaModule, ValidationConfig, adam, check_finite
+from jbdiff.core.training import (
+    EmaModule,
+    ValidationConfig,
+    adam,
+    check_finite,
+    run_precision,
+)
 from upsampler.dance_refiner import dance_section, refine_stereo
 from upsampler.dance_unet import DanceConfig, DanceUNet
 
@@ -134,7 +140,7 @@ class DanceTrainingModule(EmaModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return adam(self.diffusion.parameters(), self.cfg.train.lr)
+        return adam(self.diffusion.parameters(), self.cfg.train.lr, precision=run_precision(self))
 
     @torch.no_grad()
     def validate(self, crops: Tensor) -> dict[str, Any]:

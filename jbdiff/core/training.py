@@ -14,6 +14,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,10 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How to run a training job: step limit (default: the config's), hardware, precision, progress bar."""
+    """How to run a training job: step and time limits (default: the config's steps), hardware, precision, progress bar."""
 
     max_steps: int | None = None
+    max_minutes: float | None = None
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
@@ -164,16 +166,28 @@ def read_validation(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def adam(params: Iterable[torch.nn.Parameter], lr: float, *, decoupled: bool = False) -> torch.optim.Optimizer:
+def adam(params: Iterable[torch.nn.Parameter], lr: float, *, decoupled: bool = False, precision: str = "32-true") -> torch.optim.Optimizer:
     """Adam (AdamW when ``decoupled``), fused into one kernel where every parameter allows it.
 
     The fused step is about 4x faster than the per-tensor loop on CPU and avoids hundreds of
-    small kernel launches on a GPU; it computes the same update.
+    small kernel launches on a GPU; it computes the same update. Under a mixed ``precision``
+    Lightning clips the gradients itself and refuses optimizers that unscale them internally,
+    so those runs take the unfused step.
     """
     params = list(params)
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    fused = (
+        bool(params)
+        and "mixed" not in str(precision)
+        and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    )
     kind = torch.optim.AdamW if decoupled else torch.optim.Adam
     return kind(params, lr=lr, fused=fused or None)
+
+
+def run_precision(module: pl.LightningModule) -> str:
+    """The precision of the Trainer that runs ``module`` ("32-true" outside one, as in a benchmark's own loop)."""
+    trainer = module._trainer
+    return str(trainer.precision) if trainer is not None else "32-true"
 
 
 def lr_schedule(optimizer: Optimizer, train: TrainConfig) -> OptimizerLRSchedulerConfig:
@@ -312,6 +326,7 @@ def build_trainer(
     return pl.Trainer(
         default_root_dir=run_dir,
         max_steps=options.max_steps if options.max_steps is not None else train.max_steps,
+        max_time=timedelta(minutes=options.max_minutes) if options.max_minutes else None,
         accelerator=options.accelerator,
         devices=options.devices,
         strategy=options.strategy,
