@@ -44,7 +44,7 @@ def _add_trainer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: the config's max_steps)")
     p.add_argument(
         "--max-minutes", type=_positive_float,
-        help="stop after this much training time, saving and exporting as at the step limit (default: none)",
+        help="stop once the run has trained this long, counted across resumes like --max-steps; it saves and exports as at the step limit (default: no limit)",
     )
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, mps (default: auto)")
     p.add_argument("--devices", type=_devices, default="auto", help="number of devices, e.g. 2 for DDP (default: auto)")

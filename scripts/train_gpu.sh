@@ -8,8 +8,9 @@
 #   LATENTS, VAL_LATENTS  level-2 shards of the training and held-out music (`jbdiff encode
 #                         --levels 2`, as scripts/train_demo.sh's prior stage writes them)
 #   RUNS                  one run folder per config, RUNS/<config name>, and its log beside it
-#   MINUTES               training time per run; each stops there or at its config's max_steps,
-#                         whichever comes first, and exports its last and best weights
+#   MINUTES               training time per run, counted across resumes (as max_steps is): each
+#                         stops there or at its config's max_steps, whichever comes first, and
+#                         exports its last and best weights; to go on, rerun with a larger MINUTES
 #   CONFIG                level-2 YAMLs (default configs/level2/gpu.yaml)
 #
 # Environment: CODEC (the codec the shards were encoded with; default the demo bundle's),

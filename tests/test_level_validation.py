@@ -227,3 +227,6 @@ def test_bf16_mixed_training_with_gradient_clipping_stops_at_the_time_limit(late
     assert 1 <= step < 10**6
     weights = load_denoiser(run, "level2")
     assert all(torch.isfinite(p).all() for p in weights.parameters())
+    # the time limit counts across resumes, as max_steps does: the same command trains no further
+    train_level("level2", latents["train"], config, run, options=options)
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == step
