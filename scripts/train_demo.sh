@@ -25,7 +25,10 @@
 #                 them) into $RUN/prior_audio/ (whole tracks, about 11 h) and
 #                 $RUN/prior_val_audio/ (five files kept out for validation); jbdiff encode
 #                 --levels 2 encodes only level 2 (24-30x faster than all levels); jbdiff train level2
-#                 (configs/level2/demo.yaml) with --val-latents, LEVEL2_STEPS, one process
+#                 (configs/level2/demo.yaml) with --val-latents, LEVEL2_STEPS, one process;
+#                 or, with PRIOR_GPU_MINUTES set, scripts/train_gpu.sh (configs/level2/gpu.yaml,
+#                 bf16) for that many minutes on a GPU, into $RUN/prior_gpu/gpu: the shipped
+#                 bundle's prior (model card: 5.9 min on an H200)
 #   6. export     jbdiff export --half --best into $BUNDLE (float16 diffusion stages, float32
 #                 codec; each validated run's best checkpoint by held-out loss), with
 #                 configs/sampling/demo.yaml as the bundle's recommended sampling settings
@@ -46,6 +49,7 @@ CODEC_STEPS=${CODEC_STEPS:-1000}
 LEVEL_STEPS=${LEVEL_STEPS:-1200}
 LEVEL2_STEPS=${LEVEL2_STEPS:-6000}  # the shipped prior: the best by validation loss, step 6000 (model card: its schedule)
 PRIOR_INSTALL=${PRIOR_INSTALL:-0}
+PRIOR_GPU_MINUTES=${PRIOR_GPU_MINUTES:-}
 LEVEL1_STEPS=${LEVEL1_STEPS:-$LEVEL_STEPS}
 LEVEL0_STEPS=${LEVEL0_STEPS:-$LEVEL_STEPS}
 DANCE_STEPS=${DANCE_STEPS:-1500}
@@ -113,11 +117,11 @@ for latents in ("latents", "prior_latents", "prior_val_latents"):
     if manifest.is_file() and json.loads(manifest.read_text())["codec_fingerprint"] != codec:
         print(f"removing {run / latents}: encoded with an earlier state of the codec")
         shutil.rmtree(run / latents)
-for level in ("level2", "level1", "level0"):  # level2: trained on prior_latents
-    stage = run / level / f"{level}.yaml"
+for folder, level in (("level2", "level2"), ("prior_gpu/gpu", "level2"), ("level1", "level1"), ("level0", "level0")):
+    stage = run / folder / f"{level}.yaml"  # level2 and prior_gpu/gpu: trained on prior_latents
     if stage.is_file() and yaml.safe_load(stage.read_text())["codec_fingerprint"] != codec:
-        print(f"removing {run / level}: trained on latents of an earlier state of the codec")
-        shutil.rmtree(run / level)
+        print(f"removing {run / folder}: trained on latents of an earlier state of the codec")
+        shutil.rmtree(run / folder)
 PY
 say "encoding $RUN/level_audio (log: $LOGS/encode.log)"
 start=$SECONDS
@@ -143,13 +147,20 @@ for corpus in prior_audio prior_val_audio; do
         jbdiff encode "$RUN/$corpus" --codec "$RUN/codec" --out "$RUN/$latents" --levels 2 --device "$DEVICE" --no-progress >>"$LOGS/encode_prior.log" 2>&1
 done
 tail -n 2 "$LOGS/encode_prior.log"
-train level2 "$LEVEL2_STEPS" --latents "$RUN/prior_latents" --val-latents "$RUN/prior_val_latents" --config configs/level2/demo.yaml
+if [[ -n $PRIOR_GPU_MINUTES ]]; then
+    say "level2: up to $PRIOR_GPU_MINUTES min on the GPU (log: $RUN/prior_gpu/gpu.log)"
+    CODEC=$RUN/codec scripts/train_gpu.sh "$RUN/prior_latents" "$RUN/prior_val_latents" "$RUN/prior_gpu" "$PRIOR_GPU_MINUTES" configs/level2/gpu.yaml
+    level2_run=$RUN/prior_gpu/gpu
+else
+    train level2 "$LEVEL2_STEPS" --latents "$RUN/prior_latents" --val-latents "$RUN/prior_val_latents" --config configs/level2/demo.yaml
+    level2_run=$RUN/level2
+fi
 for pid in "${pids[@]}" "$dance_pid"; do
     wait "$pid"
 done
 
 # 6. export
-jbdiff export --codec "$RUN/codec" --level2 "$RUN/level2" --level1 "$RUN/level1" --level0 "$RUN/level0" \
+jbdiff export --codec "$RUN/codec" --level2 "$level2_run" --level1 "$RUN/level1" --level0 "$RUN/level0" \
     --dance "$RUN/dance" --out "$BUNDLE" --half --best --overwrite --sampling configs/sampling/demo.yaml \
     --data-note "level 2: free game music from ten Debian packages (scripts/prior_corpus.py, $RUN/prior_corpus.json); codec, levels 1 and 0, Dance: Wesnoth 1.16 music (GPL-2+), 31 tracks; held out: the_deep_path, traveling_minstrels, knolls, elvish-theme, weight_of_revenge"
 chmod 644 "$BUNDLE"/*  # exported files are private (0600); the package must be readable by all
