@@ -194,8 +194,10 @@ class Pipeline:
             if lead >= sampler.overlap:
                 previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
         loudness = _seed_loudness(seed_out) if settings.match_loudness else None
+        echo = _LoopSource(seed.mono()[..., -_ECHO_SPAN:]) if settings.seed_echo > 0 else None
         job = _Job(
-            total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, keep_stages=keep_stages, loudness=loudness,
+            total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, source=echo,
+            strength=1.0 - settings.seed_echo, keep_stages=keep_stages, loudness=loudness,
         )
         return self._render(command, sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed}, overwrite=overwrite)
 
@@ -756,7 +758,8 @@ def _channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class _Source(Protocol):
-    """A remix's input: ``length`` mono samples at the model's rate, handed out a piece at a time."""
+    """A remix's input (or a continuation's looped seed): ``length`` mono samples at the model's
+    rate (a loop's period), handed out a piece at a time."""
 
     length: int
 
@@ -772,6 +775,16 @@ class _ArraySource:
     def piece(self, start: int, stop: int) -> torch.Tensor:
         piece = self.samples[..., start:stop]
         return torch.nn.functional.pad(piece, (0, stop - start - piece.shape[-1]))
+
+
+class _LoopSource:
+    """``samples`` repeated without end (a continuation's ``seed_echo``)."""
+
+    def __init__(self, samples: torch.Tensor) -> None:
+        self.samples, self.length = samples, samples.shape[-1]
+
+    def piece(self, start: int, stop: int) -> torch.Tensor:
+        return self.samples[..., torch.arange(start, stop) % self.length]
 
 
 class _FileSource:
@@ -795,6 +808,7 @@ def _emit(sink: Sink, audio: torch.Tensor) -> None:
 
 
 _LOUDNESS_SPAN = 10 * SAMPLE_RATE
+_ECHO_SPAN = 10 * SAMPLE_RATE  # the end of the seed that seed_echo loops
 """How much generated audio (or all, if less) sets the gain of ``match_loudness``; it is held until then."""
 
 _STAGING_FACTOR = {".wav": 1.0, ".flac": 1.75, ".ogg": 1.1}

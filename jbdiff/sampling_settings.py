@@ -82,6 +82,10 @@ class SamplingSettings:
     """Scale a continuation to the seed's loudness (RMS of its last 10 s), by at most 12 dB.
 
     One gain per take, set by the first 10 s generated (held back until then)."""
+    seed_echo: float = 0.0
+    """How much of the seed a continuation starts from: each pass starts from the seed's last
+    10 s, looped and re-noised to strength ``1 - seed_echo`` (a remix of the loop, with the
+    music before it as context). 0 generates from noise; 0.2 keeps the seed's harmony and colour."""
     batch: int = 1
     seed: int = 0
 
@@ -102,6 +106,8 @@ class SamplingSettings:
         _between("window multiplier", self.window_multiplier, 1, MAX_WINDOW_MULTIPLIER)
         _between("batch", self.batch, 1, MAX_BATCH)
         _between("seed", self.seed, 0, MAX_SEED)
+        if not 0.0 <= self.seed_echo < 1.0:
+            raise JbdiffError(f"seed echo must be at least 0 and below 1, got {self.seed_echo}")
         if not isinstance(self.match_loudness, bool):
             raise JbdiffError(f"match_loudness must be true or false, got {self.match_loudness!r}")
 

@@ -220,3 +220,32 @@ def test_loudness_gain_is_bounded_by_its_limit_and_the_peak() -> None:
     assert gains[0] == pytest.approx(2.0, rel=1e-3)  # 6 dB up
     assert gains[1] == pytest.approx(10 ** (12 / 20), rel=1e-3)  # 46 dB asked for, 12 allowed
     assert loudness_gain(tone * 5, target_rms=5.0).item() == pytest.approx(0.999 / 0.5, rel=1e-3)  # stops at the peak
+
+
+def test_seed_echo_starts_every_pass_from_the_looped_seed(
+    pipe: Pipeline, seed_audio: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = FAST.replace(levels=("level2",))
+    passes: list[tuple[torch.Tensor | None, float]] = []
+    next_pass = WindowSampler.next_pass
+
+    def recorded(self: WindowSampler, init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+        passes.append((init, strength))
+        return next_pass(self, init, strength)
+
+    monkeypatch.setattr(WindowSampler, "next_pass", recorded)
+    pipe.continue_(seed_audio, 44100, 1.0, settings=settings)
+    assert [init for init, _ in passes] == [None] * 3  # from noise by default
+    passes.clear()
+    pipe.continue_(seed_audio, 44100, 1.0, settings=settings.replace(seed_echo=0.3))
+    seed = seed_audio[:, seed_audio.shape[1] % 128 :].mean(axis=0)  # mono, ending on the latent grid
+    margin = WindowSampler(pipe.stages, settings, device=torch.device("cpu"), dtype=torch.float32).encode_margin[2]
+    looped = torch.from_numpy(np.tile(seed, 3).astype(np.float32))[None, None]  # the seed (1 s) is all of its last 10 s
+    assert len(passes) == 3
+    for index, (init, strength) in enumerate(passes):
+        start = index * CHUNK
+        expected = pipe.codec.encode(looped[..., max(0, start - margin) : start + CHUNK], [2])[2][..., -CHUNK // 128 :]
+        assert strength == pytest.approx(0.7) and init is not None
+        torch.testing.assert_close(init, expected)
+    with pytest.raises(JbdiffError, match="seed echo"):
+        settings.replace(seed_echo=1.0)

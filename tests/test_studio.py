@@ -112,7 +112,8 @@ def test_the_advanced_panel_round_trips_every_setting(tiny_bundle: Path, tmp_pat
     values = studio.settings_values(None)
     assert studio.settings_from(values) == studio.pipe.settings
     values[6] = not values[6]  # the loudness checkbox
-    assert studio.settings_from(values) == studio.pipe.settings.replace(match_loudness=values[6])
+    values[7] = 0.35  # the seed echo slider
+    assert studio.settings_from(values) == studio.pipe.settings.replace(match_loudness=values[6], seed_echo=0.35)
 
 
 @pytest.mark.parametrize("move", ["Extend", "Loop", "Morph"])
