@@ -808,8 +808,10 @@ def _emit(sink: Sink, audio: torch.Tensor) -> None:
 
 
 _LOUDNESS_SPAN = 10 * SAMPLE_RATE
-_ECHO_SPAN = 10 * SAMPLE_RATE  # the end of the seed that seed_echo loops
 """How much generated audio (or all, if less) sets the gain of ``match_loudness``; it is held until then."""
+
+_ECHO_SPAN = 10 * SAMPLE_RATE
+"""How much of the seed's end ``seed_echo`` loops."""
 
 _STAGING_FACTOR = {".wav": 1.0, ".flac": 1.75, ".ogg": 1.1}
 """Disk space of a streamed output per byte of float32 WAV: the staging WAV plus the file made from it."""

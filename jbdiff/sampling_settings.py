@@ -85,7 +85,7 @@ class SamplingSettings:
     seed_echo: float = 0.0
     """How much of the seed a continuation starts from: each pass starts from the seed's last
     10 s, looped and re-noised to strength ``1 - seed_echo`` (a remix of the loop, with the
-    music before it as context). 0 generates from noise; 0.2 keeps the seed's harmony and colour."""
+    music before it as context). 0 generates from noise; 0.1 keeps the seed's harmony and colour."""
     batch: int = 1
     seed: int = 0
 
