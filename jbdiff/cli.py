@@ -244,7 +244,7 @@ def _sampling_settings(args: argparse.Namespace, defaults: Any) -> Any:
     """The bundle's (or the preset's) sampling settings with the command-line options applied."""
     from jbdiff.sampling_settings import PRESETS, with_options
 
-    fields = ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "match_loudness", "seed_echo", "batch", "seed")
+    fields = ("noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "match_loudness", "match_tone", "seed_echo", "batch", "seed")
     return with_options(
         PRESETS[args.preset] if args.preset else defaults,
         levels=args.levels, steps=args.steps, guidance=args.guidance, init_strength=args.init_strength, sampler=args.sampler,
@@ -383,6 +383,10 @@ def _add_recipe_options(p: argparse.ArgumentParser, steps_flag: str = "--steps")
     p.add_argument(
         "--match-loudness", dest="match_loudness", action=argparse.BooleanOptionalAction,
         help="scale a continuation to the seed's loudness, by at most 12 dB (default: the bundle's setting)",
+    )
+    p.add_argument(
+        "--match-tone", dest="match_tone", action=argparse.BooleanOptionalAction,
+        help="equalise a continuation to the seed's long-term spectrum, by at most 12 dB per band (default: the bundle's setting)",
     )
     p.add_argument(
         "--seed-echo", dest="seed_echo", type=float,

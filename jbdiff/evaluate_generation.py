@@ -26,8 +26,9 @@ Metrics (:mod:`jbdiff.metrics.music`; embeddings and tags from :mod:`jbdiff.metr
 from :mod:`jbdiff.metrics.pitch`): Fréchet distance between the musicnn embeddings of all clips
 of a condition and those of the reference clips (pooled over files), tag-distribution KL,
 mean-chroma correlation and MIREX key agreement, pitch-class agreement of transcribed notes,
-note density and tonalness, seam discontinuity (at the join between seed and continuation, and
-at the generator's window seams), silent and clipped fractions and RMS level. Without
+note density and tonalness, seam discontinuity (at the join between seed and continuation,
+crossfaded as the pipeline delivers a continuation with its seed and as a hard cut, and at the
+generator's window seams), silent and clipped fractions and RMS level. Without
 basic-pitch's model the note metrics are left out and the report says why. Per-file values are
 averaged over files in the summary. Reproducible: file ``i`` is generated with seed
 ``seed + i``, which also seeds its pink noise.
@@ -58,7 +59,7 @@ from jbdiff.core.audio import (
     mono_signal,
     resample,
 )
-from jbdiff.core.crossfade import splice
+from jbdiff.core.crossfade import fade_curves, splice
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.report import json_safe, markdown_table
 from jbdiff.core.stages import SAMPLING_STAGES
@@ -120,7 +121,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "pitch_class_input": ("correlation of transcribed pitch-class profiles with the input's", "higher"),
     "note_density": ("transcribed notes per second (basic-pitch)", "as the real audio"),
     "tonalness": ("share of spectral energy in partials (narrow peaks); noise is about 0.03", "as the real audio"),
-    "seam_join": ("spectral-flux jump where the clip follows the seed, relative to elsewhere", "about 1"),
+    "seam_join": ("spectral-flux jump where the clip follows the seed, crossfaded as the pipeline joins them, relative to elsewhere", "about 1"),
+    "seam_cut": ("spectral-flux jump where the clip follows the seed without a crossfade, relative to elsewhere", "about 1"),
     "seam_windows": ("spectral-flux jump at the generator's window seams, relative to elsewhere", "about 1"),
     "seam_start": ("spectral-flux jump where the region starts, relative to elsewhere", "about 1"),
     "seam_end": ("spectral-flux jump where the region ends, relative to elsewhere", "about 1"),
@@ -140,6 +142,9 @@ class GenerationPipeline(Protocol):
 
     @property
     def codec(self) -> Any: ...
+
+    @property
+    def settings(self) -> SamplingSettings: ...
 
     def continue_(
         self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None,
@@ -388,6 +393,8 @@ def evaluate_continuation(
     embeddings: dict[str, list[np.ndarray]] = {}
     names: list[str] = []
     clips = _clips(data_dir, seed_seconds + seconds, start_fraction, max_files, "eval continuation", progress, skipped)
+    used = settings or pipeline.settings
+    fade = (used.crossfade, min(used.crossfade_samples, seed_samples, samples))
     for index, path, clip, start in clips:
         seed_audio, real = clip[:, :seed_samples], clip[:, seed_samples:]
         result = pipeline.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings, keep_stages=True)
@@ -411,11 +418,12 @@ def evaluate_continuation(
         conditions = {}
         for name, candidate in described.items():
             embeddings.setdefault(name, []).append(candidate.music.embeddings)
-            joined = np.concatenate([seed_clip.mono, candidate.mono])
+            cut = np.concatenate([seed_clip.mono, candidate.mono])
             conditions[name] = {
                 **_similarity(seed_clip, candidate, "seed"),
                 **_similarity(described["real"], candidate, "real"),
-                "seam_join": mm.seam_discontinuity(joined, SAMPLE_RATE, [seed_samples]),
+                "seam_join": mm.seam_discontinuity(_joined(seed_clip.mono, candidate.mono, fade), SAMPLE_RATE, [seed_samples - fade[1] // 2]),
+                "seam_cut": mm.seam_discontinuity(cut, SAMPLE_RATE, [seed_samples]),
                 **_signal(candidate, candidates[name][1]),
             }
         files.append(
@@ -502,6 +510,16 @@ def evaluate_remix(
     )  # fmt: skip
     report = {"kind": "remix", "options": options, "conditions": points, "summary": summary, "notes": notes}
     return json_safe({**report, "files": files, "skipped": skipped})
+
+
+def _joined(seed: np.ndarray, clip: np.ndarray, fade: tuple[str, int]) -> np.ndarray:
+    """Mono ``clip`` after mono ``seed`` as a continuation is delivered with its seed: crossfaded
+    over the seed's last and the clip's first samples (``fade``: the style and the length)."""
+    style, length = fade
+    if not length:
+        return np.concatenate([seed, clip])
+    leave, enter = (curve.numpy() for curve in fade_curves(style, length))
+    return np.concatenate([seed[:-length], seed[-length:] * leave + clip[:length] * enter, clip[length:]])
 
 
 def _spliced(original: np.ndarray, region: np.ndarray, start: int, fade: int) -> np.ndarray:

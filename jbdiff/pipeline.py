@@ -33,6 +33,7 @@ from jbdiff.core.atomic import atomic_path
 from jbdiff.core.audio import SAMPLE_RATE, loudness_gain, resample, to_mono
 from jbdiff.core.audio_stream import AudioStreamReader, AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader, splice
+from jbdiff.core.tone import ToneMatch
 from jbdiff.core.device import resolve_device, resolve_dtype
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise import slerp
@@ -194,10 +195,12 @@ class Pipeline:
             if lead >= sampler.overlap:
                 previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
         loudness = _seed_loudness(seed_out) if settings.match_loudness else None
+        tone = seed_out[..., -_MATCH_SPAN:] if settings.match_tone and _seed_loudness(seed_out) is not None else None
         echo = _LoopSource(seed.mono()[..., -_ECHO_SPAN:]) if settings.seed_echo > 0 else None
         job = _Job(
             total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, source=echo,
             strength=1.0 - settings.seed_echo, keep_stages=keep_stages, loudness=loudness,
+            tone_reference=tone,
         )
         return self._render(command, sampler, settings, job, out, progress, {"seconds": seconds, "include_seed": include_seed}, overwrite=overwrite)
 
@@ -540,6 +543,8 @@ class Pipeline:
         run = _Run(command, settings, sampler, job.lead + job.total, job.total, passes, seams, time.perf_counter() - started)
         if job.gain is not None:
             extra = {**extra, "loudness_gain_db": [round(20 * math.log10(g), 2) for g in job.gain.flatten().tolist()]}
+        if job.tone is not None:
+            extra = {**extra, "tone_gains_db": [[round(g, 1) for g in take] for take in job.tone.gains_db.tolist()]}
         arrays = None if out is not None else [np.concatenate(pieces, axis=-1) for pieces in takes]
         marks = Marks(seams=[s / SAMPLE_RATE for s in seams if s != job.lead], seed_end=job.lead / SAMPLE_RATE if job.lead else None)
         return self._finish(run, extra, out, paths, arrays, marks, stages=stages)
@@ -603,18 +608,18 @@ class Pipeline:
             body = job.seed_audio[..., : job.seed_audio.shape[-1] - (sampler.overlap if job.previous is not None else 0)]
             for take in range(batch):
                 sink(take, body.numpy())
-        held: list[torch.Tensor] = []  # passes not emitted yet: with match_loudness, until the gain is set
+        held: list[torch.Tensor] = []  # passes not emitted yet: with match_loudness or match_tone, until they are set
         for start in range(0, job.total, sampler.chunk):
             init = None
             if job.source is not None:
                 init = self._source_latents(sampler, job.source, start)
             held.append(sampler.next_pass(init, job.strength))
-            if job.loudness is not None and job.gain is None:
-                if start + sampler.chunk < min(job.total, _LOUDNESS_SPAN):
+            if job.unsettled:
+                if start + sampler.chunk < min(job.total, _MATCH_SPAN):
                     continue
-                job.gain = loudness_gain(torch.cat(held, dim=-1), job.loudness)
+                job.settle(torch.cat(held, dim=-1))
             for audio in held:
-                _emit(sink, fader.push(audio if job.gain is None else (audio * job.gain).clamp(-1.0, 1.0)))
+                _emit(sink, fader.push(job.master(audio)))
             held.clear()
         _emit(sink, fader.flush())
 
@@ -711,7 +716,30 @@ class _Job:
     loudness: float | None = None
     """The seed's RMS that the generated audio is scaled to (``match_loudness``), if any."""
     gain: torch.Tensor | None = None
-    """Per take, the factor that scaling settled on (from the first ``_LOUDNESS_SPAN`` samples)."""
+    """Per take, the factor that scaling settled on (from the first ``_MATCH_SPAN`` samples)."""
+    tone_reference: torch.Tensor | None = None
+    """The seed audio whose long-term spectrum the generated audio is given (``match_tone``), if any."""
+    tone: ToneMatch | None = None
+    """Per take, the equaliser that tone matching settled on (from the first ``_MATCH_SPAN`` samples)."""
+
+    @property
+    def unsettled(self) -> bool:
+        """Whether loudness or tone matching still waits for generated audio to settle on."""
+        return (self.loudness is not None and self.gain is None) or (self.tone_reference is not None and self.tone is None)
+
+    def settle(self, audio: torch.Tensor) -> None:
+        """Fit the tone equaliser, then the loudness gain, to the first generated (batch, channels, samples)."""
+        if self.tone_reference is not None:
+            self.tone = ToneMatch.fit(self.tone_reference, audio, SAMPLE_RATE)
+            audio = self.tone.apply(audio)
+        if self.loudness is not None:
+            self.gain = loudness_gain(audio, self.loudness)
+
+    def master(self, audio: torch.Tensor) -> torch.Tensor:
+        """A pass of generated audio with the settled tone and gain applied."""
+        if self.tone is not None:
+            audio = self.tone.apply(audio)
+        return audio if self.gain is None else (audio * self.gain).clamp(-1.0, 1.0)
 
 
 class _StageLadder:
@@ -797,7 +825,7 @@ class _FileSource:
 
 def _seed_loudness(seed: torch.Tensor) -> float | None:
     """The RMS of the seed's last 10 seconds, all channels (None for a silent seed: nothing to match)."""
-    rms = seed[..., -10 * SAMPLE_RATE :].float().square().mean().sqrt().item()
+    rms = seed[..., -_MATCH_SPAN:].float().square().mean().sqrt().item()
     return rms if rms > 1e-4 else None
 
 
@@ -807,8 +835,9 @@ def _emit(sink: Sink, audio: torch.Tensor) -> None:
         sink(take, piece[take])
 
 
-_LOUDNESS_SPAN = 10 * SAMPLE_RATE
-"""How much generated audio (or all, if less) sets the gain of ``match_loudness``; it is held until then."""
+_MATCH_SPAN = 10 * SAMPLE_RATE
+"""How much generated audio (or all, if less) sets ``match_loudness``'s gain and ``match_tone``'s
+equaliser, and how much of the seed's end they match; it is held until then."""
 
 _ECHO_SPAN = 10 * SAMPLE_RATE
 """How much of the seed's end ``seed_echo`` loops."""

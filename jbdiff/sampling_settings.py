@@ -82,6 +82,10 @@ class SamplingSettings:
     """Scale a continuation to the seed's loudness (RMS of its last 10 s), by at most 12 dB.
 
     One gain per take, set by the first 10 s generated (held back until then)."""
+    match_tone: bool = False
+    """Give a continuation the seed's tone colour: an equaliser that brings the first 10 s generated
+    to the long-term third-octave spectrum of the seed's last 10 s (at most 12 dB per band,
+    total power kept), applied to the whole take."""
     seed_echo: float = 0.0
     """How much of the seed a continuation starts from: each pass starts from the seed's last
     10 s, looped and re-noised to strength ``1 - seed_echo`` (a remix of the loop, with the
@@ -108,8 +112,9 @@ class SamplingSettings:
         _between("seed", self.seed, 0, MAX_SEED)
         if not 0.0 <= self.seed_echo < 1.0:
             raise JbdiffError(f"seed echo must be at least 0 and below 1, got {self.seed_echo}")
-        if not isinstance(self.match_loudness, bool):
-            raise JbdiffError(f"match_loudness must be true or false, got {self.match_loudness!r}")
+        for name in ("match_loudness", "match_tone"):
+            if not isinstance(getattr(self, name), bool):
+                raise JbdiffError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def stage(self, name: str) -> StageSettings:
         """The settings of stage ``name`` (``level2``, ``level1``, ``level0`` or ``dance``)."""

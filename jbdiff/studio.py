@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 MAX_TAKES = 4
 DOWNLOAD_FORMATS = (".wav", ".flac", ".ogg")
 _STAGE_FIELDS = ("steps", "guidance", "init_strength", "sampler")
-_GLOBAL_FIELDS = ("levels", "noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "match_loudness", "seed_echo")
+_GLOBAL_FIELDS = ("levels", "noise_style", "noise_step", "window_multiplier", "crossfade", "crossfade_samples", "match_loudness", "seed_echo", "match_tone")
 _PRESET_CHOICES = {"the bundle's own": None, "jbdiff default": "default", "Jukebox-Diffusion v1": "v1"}
 
 
@@ -136,7 +136,7 @@ class Studio:
             self.pipe.settings, levels=tuple(fields["levels"]), noise_style=fields["noise_style"], noise_step=float(fields["noise_step"]),
             window_multiplier=int(fields["window_multiplier"]), crossfade=fields["crossfade"],
             crossfade_samples=int(fields["crossfade_samples"]), match_loudness=bool(fields["match_loudness"]),
-            seed_echo=float(fields["seed_echo"]), **stages,
+            seed_echo=float(fields["seed_echo"]), match_tone=bool(fields["match_tone"]), **stages,
         )
 
     def settings_values(self, preset: str | None) -> list[Any]:
@@ -323,8 +323,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                         crossfade_samples = gr.Number(value=defaults[5], precision=0, minimum=0, label="Crossfade samples")
                         match_loudness = gr.Checkbox(value=defaults[6], label="Continue at the seed's loudness")
                         seed_echo = gr.Slider(0, 0.9, value=defaults[7], step=0.05, label="Seed echo (continuations start from the seed looped)")
+                        match_tone = gr.Checkbox(value=defaults[8], label="Continue in the seed's tone colour (equaliser)")
                     advanced: list[gr.components.Component] = [
-                        levels, noise_style, noise_step, window_multiplier, crossfade, crossfade_samples, match_loudness, seed_echo,
+                        levels, noise_style, noise_step, window_multiplier, crossfade, crossfade_samples, match_loudness, seed_echo, match_tone,
                     ]
                     for index, name in enumerate(SAMPLING_STAGES):
                         start = len(_GLOBAL_FIELDS) + 4 * index

@@ -31,6 +31,7 @@ from jbdiff.evaluate_generation import (
     write_report,
 )
 from jbdiff.metrics.music import PITCH_CLASSES
+from jbdiff.sampling_settings import SamplingSettings
 
 SR = SAMPLE_RATE
 WINDOW = 2 * SR  # the stand-in's window length: a seam every 2 s
@@ -71,7 +72,7 @@ class StandInPipeline:
     """
 
     def __init__(self, tracks: list[np.ndarray]) -> None:
-        self.tracks, self.codec = tracks, MuLawCodec()
+        self.tracks, self.codec, self.settings = tracks, MuLawCodec(), SamplingSettings(crossfade_samples=2048)
 
     def _follows(self, seed: np.ndarray) -> tuple[np.ndarray, int]:
         for track in self.tracks:
@@ -138,6 +139,9 @@ def test_continuation_report_scores_each_condition(continuation: dict[str, Any])
     assert noise["tag_kl_seed"] > 5 * generated["tag_kl_seed"]
     # music into noise is a jump at the join; the real audio flows on
     assert noise["seam_join"] > 2 * real["seam_join"]
+    # the seed played again from its start: a click where it is cut on, far less where crossfaded as delivered
+    looped = summary["looped_seed"]
+    assert looped["seam_cut"] > 1.5 * looped["seam_join"] and real["seam_cut"] == pytest.approx(real["seam_join"], rel=0.3)
     # the stand-in's level jumps at its window seams
     assert generated["seam_windows"] > 2.0
     assert continuation["files"][0]["generated_seams"] == [WINDOW]

@@ -211,6 +211,23 @@ def test_match_loudness_scales_the_continuation_to_the_seed(pipe: Pipeline, seed
             assert np.allclose(matched.audio, np.clip(plain.audio * 10 ** (gain_db / 20), -1, 1), atol=1e-3)
 
 
+def test_match_tone_gives_the_continuation_the_seeds_spectrum(pipe: Pipeline, seed_audio: np.ndarray) -> None:
+    from jbdiff.core.tone import band_powers
+
+    def shape_db(audio: np.ndarray) -> torch.Tensor:
+        power = band_powers(torch.from_numpy(audio), 44100)
+        return 10 * torch.log10(power / power.sum())
+
+    plain = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST)
+    toned = pipe.continue_(seed_audio, 44100, 1.0, settings=FAST.replace(match_tone=True))
+    assert plain.audio is not None and toned.audio is not None
+    assert "tone_gains_db" not in plain.manifest and len(toned.manifest["tone_gains_db"]) == 1
+    seed = shape_db(seed_audio)
+    before, after = (shape_db(plain.audio) - seed).abs().mean(), (shape_db(toned.audio) - seed).abs().mean()
+    assert after < before - 3.0, (before, after)
+    assert 10 * math.log10(np.mean(toned.audio**2) / np.mean(plain.audio**2)) == pytest.approx(0.0, abs=1.0)
+
+
 def test_loudness_gain_is_bounded_by_its_limit_and_the_peak() -> None:
     from jbdiff.core.audio import loudness_gain
 

@@ -113,7 +113,8 @@ def test_the_advanced_panel_round_trips_every_setting(tiny_bundle: Path, tmp_pat
     assert studio.settings_from(values) == studio.pipe.settings
     values[6] = not values[6]  # the loudness checkbox
     values[7] = 0.35  # the seed echo slider
-    assert studio.settings_from(values) == studio.pipe.settings.replace(match_loudness=values[6], seed_echo=0.35)
+    values[8] = not values[8]  # the tone checkbox
+    assert studio.settings_from(values) == studio.pipe.settings.replace(match_loudness=values[6], seed_echo=0.35, match_tone=values[8])
 
 
 @pytest.mark.parametrize("move", ["Extend", "Loop", "Morph"])
