@@ -83,7 +83,7 @@ __all__ = [
     "write_report",
 ]
 
-CONDITIONS = ("generated", "real", "looped_seed", "pink_noise", "codec", "codec_level2")
+CONDITIONS = ("generated", "real", "looped_seed", "pink_noise", "codec", "codec_level1", "codec_level2")
 LADDER = tuple(f"after_{stage}" for stage in SAMPLING_STAGES)
 """The stage ladder's rows: the generated continuation after each stage, when more than one ran."""
 
@@ -98,6 +98,7 @@ CONDITION_LEGEND: dict[str, str] = {
     "looped_seed": "the seed repeated",
     "pink_noise": "pink noise at the real continuation's RMS",
     "codec": "the codec's level-0 reconstruction of the real continuation (ceiling of the whole chain)",
+    "codec_level1": "the codec's level-1 reconstruction of the real continuation (ceiling after the level-1 upsampler)",
     "codec_level2": "the codec's level-2 reconstruction of the real continuation (ceiling of the base prior)",
 }
 INPAINT_CONDITIONS = ("inpainted", "naive", "real", "pink_noise", "codec")
@@ -406,6 +407,7 @@ def evaluate_continuation(
             "looped_seed": (np.tile(seed_audio, loops)[:, :samples], [k * seed_samples for k in range(1, loops)]),
             "pink_noise": (pink_noise(samples, seed + index, rms=float(np.sqrt(np.mean(real**2)))), []),
             "codec": (_codec_reconstruction(pipeline.codec, real, 0), []),
+            "codec_level1": (_codec_reconstruction(pipeline.codec, real, 1), []),
             "codec_level2": (_codec_reconstruction(pipeline.codec, real, 2), []),
         }
         names = names or list(candidates)
