@@ -280,12 +280,7 @@ class Pipeline:
         source = self._model_input(audio, sample_rate, "input")
         region = Region.from_seconds(start, end, fade, source.length, max(self.codec.hops), "input")
         original = torch.from_numpy(source.samples)[None]
-        sampler = self._sampler(settings)
-        started = time.perf_counter()
-        takes, passes = self._inpainted(sampler, settings, original, region, jumps, progress)
-        run = _Run("inpaint", settings, sampler, source.length, region.end - region.start, passes, [region.start, region.end], time.perf_counter() - started)
-        extra = {"region": region.seconds(), "jumps": jumps}
-        return self._deliver(run, takes, out, extra, [(region.start / SAMPLE_RATE, region.end / SAMPLE_RATE)])
+        return self._repaint("inpaint", settings, original, region, jumps, progress, out, [region.start, region.end], {})
 
     def extend(
         self,
@@ -315,12 +310,19 @@ class Pipeline:
         lead = self._samples(before)
         original = torch.nn.functional.pad(torch.from_numpy(source.samples), (lead, 0))[None]
         region = Region.from_seconds(0.0, lead / SAMPLE_RATE, fade, original.shape[-1], max(self.codec.hops), "before")
+        return self._repaint("extend", settings, original, region, jumps, progress, out, [lead], {"before": before})
+
+    def _repaint(
+        self, command: str, settings: SamplingSettings, original: torch.Tensor, region: Region, jumps: int,
+        progress: bool | ProgressCallback, out: str | os.PathLike[str] | None, seams: list[int], extra: dict[str, Any],
+    ) -> Generation:
+        """``original`` (1, channels, samples) with ``region`` regenerated (inpaint, extend before), delivered."""
         sampler = self._sampler(settings)
         started = time.perf_counter()
         takes, passes = self._inpainted(sampler, settings, original, region, jumps, progress)
-        run = _Run("extend", settings, sampler, original.shape[-1], lead, passes, [lead], time.perf_counter() - started)
-        extra = {"before": before, "region": region.seconds(), "jumps": jumps}
-        return self._deliver(run, takes, out, extra, [(0.0, lead / SAMPLE_RATE)])
+        run = _Run(command, settings, sampler, original.shape[-1], region.end - region.start, passes, seams, time.perf_counter() - started)
+        extra = {**extra, "region": region.seconds(), "jumps": jumps}
+        return self._deliver(run, takes, out, extra, [(region.start / SAMPLE_RATE, region.end / SAMPLE_RATE)])
 
     def loop(
         self,
