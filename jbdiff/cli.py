@@ -283,11 +283,8 @@ def cmd_continue(args: argparse.Namespace) -> None:
 
 
 def cmd_remix(args: argparse.Namespace) -> None:
-    from jbdiff.core.audio import load_audio
-
-    def run(pipe: Any, settings: Any) -> Any:  # the input is read a block per pass, not loaded whole
-        context = (load_audio(args.context, channels=None), SAMPLE_RATE) if args.context else None
-        return pipe.remix(args.input, SAMPLE_RATE, args.strength, context=context, settings=settings, out=args.output,
+    def run(pipe: Any, settings: Any) -> Any:  # the input is read a block per pass, the context only near its end
+        return pipe.remix(args.input, SAMPLE_RATE, args.strength, context=args.context, settings=settings, out=args.output,
                           overwrite=args.overwrite, progress=not args.no_progress)
 
     _run_sampling(args, run, [args.input, args.context])

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from jbdiff import __version__
 from jbdiff.bundle import Stages, load_bundle
 from jbdiff.core.atomic import atomic_path
-from jbdiff.core.audio import SAMPLE_RATE, loudness_gain, resample, to_mono
+from jbdiff.core.audio import SAMPLE_RATE, audio_info, load_audio, loudness_gain, resample, to_mono
 from jbdiff.core.audio_stream import AudioStreamReader, AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader, splice
 from jbdiff.core.tone import ToneMatch
@@ -225,7 +225,7 @@ class Pipeline:
         sample_rate: int,
         strength: float,
         *,
-        context: tuple[np.ndarray | torch.Tensor, int] | None = None,
+        context: tuple[np.ndarray | torch.Tensor, int] | str | os.PathLike[str] | None = None,
         settings: SamplingSettings | None = None,
         out: str | os.PathLike[str] | None = None,
         overwrite: bool = True,
@@ -237,7 +237,8 @@ class Pipeline:
         The result has the input's length. ``audio`` may be an audio file, which is then read a
         block per pass (at its own sample rate; ``sample_rate`` is not used), so memory does not
         grow with its length. ``context`` (audio, sample rate) fills the first window's context,
-        as a seed does for a continuation; without it the start is unconditional.
+        as a seed does for a continuation; without it the start is unconditional. It may be an
+        audio file too, of which only the end that the context needs is read.
         """
         if not 0.0 <= strength <= 1.0:
             raise JbdiffError(f"remix strength must be in [0, 1], got {strength}")
@@ -249,7 +250,7 @@ class Pipeline:
             raise JbdiffError(f"input: {source.length} samples is shorter than one latent frame ({frame} samples at {SAMPLE_RATE} Hz)")
         sampler = self._sampler(settings)
         if context is not None:
-            sampler.prime(self._model_input(context[0], context[1], "context").aligned(max(self.codec.hops)).mono())
+            sampler.prime(self._context_audio(context, sampler.prime_samples))
         job = _Job(total=source.length, source=source, strength=strength)
         return self._render("remix", sampler, settings, job, out, progress, {"strength": strength, "context": context is not None}, overwrite=overwrite)
 
@@ -486,6 +487,13 @@ class Pipeline:
         if converted.length < frame:
             raise JbdiffError(f"{what}: {converted.length} samples is shorter than one latent frame ({frame} samples at {SAMPLE_RATE} Hz)")
         return converted
+
+    def _context_audio(self, context: tuple[np.ndarray | torch.Tensor, int] | str | os.PathLike[str], samples: int) -> torch.Tensor:
+        """The mono end of a remix's context (audio and its rate, or a file, read from near its end)."""
+        if isinstance(context, (str, os.PathLike)):
+            keep = samples / SAMPLE_RATE + 1.0  # a second to spare for the resampler's edge and the alignment
+            context = (load_audio(context, channels=None, offset=max(0.0, audio_info(context).duration - keep)), SAMPLE_RATE)
+        return self._model_input(context[0], context[1], "context").aligned(max(self.codec.hops)).mono()
 
     def _samples(self, seconds: float) -> int:
         if not seconds > 0 or not math.isfinite(seconds):

@@ -123,6 +123,12 @@ class WindowSampler:
     def channels(self) -> int:
         return 2 if self.stages.dance is not None and DANCE_STAGE in self.settings.levels else 1
 
+    @property
+    def prime_samples(self) -> int:
+        """How much audio before the piece :meth:`prime` uses: its end, any earlier is ignored."""
+        need = max(self._context(lv) + self.decode_margin[lv] for lv in self.levels) * max(self.hops)
+        return need + self.encode_margin[0]
+
     def prime(self, audio: torch.Tensor) -> None:
         """Fill every level's history from audio (1 or batch, 1, samples) that precedes the piece (a seed).
 
@@ -131,8 +137,7 @@ class WindowSampler:
         codec = self.stages.codec
         if audio.shape[-1] % max(self.hops):
             raise ValueError(f"{audio.shape[-1]} samples of context is not a multiple of the coarsest hop {max(self.hops)}")
-        need = max(self._context(lv) + self.decode_margin[lv] for lv in self.levels) * max(self.hops)
-        audio = audio[..., -(need + self.encode_margin[0]) :].to(self.device, torch.float32)
+        audio = audio[..., -self.prime_samples :].to(self.device, torch.float32)
         started = self._tick()
         latents = codec.encode(audio, self.levels)
         self._tock("codec", started)

@@ -45,3 +45,24 @@ def test_a_long_input_is_never_read_whole(pipe: Pipeline, tmp_path: Path, monkey
     result = pipe.remix(path, SAMPLE_RATE, 0.3, settings=pipe.settings.replace(levels=("level2",)), out=tmp_path / "o.wav")
     assert result.manifest["samples"] == 10 * SAMPLE_RATE
     assert len(reads) > 3 and max(reads) < 0.25 * 10 * SAMPLE_RATE
+
+
+def test_a_context_file_is_read_only_near_its_end(pipe: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "context.wav"
+    save_audio(path, synth_music(12.0, seed=4))
+    source = synth_music(1.0, seed=5)
+    settings = pipe.settings.replace(levels=("level2",))
+    loaded = pipe.remix(source, SAMPLE_RATE, 0.5, context=(load_audio(path, channels=None), SAMPLE_RATE), settings=settings)
+    reads: list[int] = []
+    original = sf.SoundFile.read
+
+    def counting(self: sf.SoundFile, frames: int = -1, *args: object, **kwargs: object) -> np.ndarray:
+        data = original(self, frames, *args, **kwargs)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting)
+    from_file = pipe.remix(source, SAMPLE_RATE, 0.5, context=path, settings=settings)
+    assert from_file.audio is not None and loaded.audio is not None
+    np.testing.assert_array_equal(from_file.audio, loaded.audio)  # the same context, from the file's end
+    assert reads and sum(reads) < 0.5 * 12 * SAMPLE_RATE
