@@ -26,9 +26,9 @@ Metrics (:mod:`jbdiff.metrics.music`; embeddings and tags from :mod:`jbdiff.metr
 from :mod:`jbdiff.metrics.pitch`): Fréchet distance between the musicnn embeddings of all clips
 of a condition and those of the reference clips (pooled over files), tag-distribution KL,
 mean-chroma correlation and MIREX key agreement, pitch-class agreement of transcribed notes,
-note density and tonalness, seam discontinuity (at the join between seed and continuation,
-crossfaded as the pipeline delivers a continuation with its seed and as a hard cut, and at the
-generator's window seams), silent and clipped fractions and RMS level. Without
+note density and tonalness, seam discontinuity (at the join between seed and continuation: in
+the pipeline's own output with the seed included, every baseline crossfaded into the seed the
+same way, and as a hard cut; and at the generator's window seams), silent and clipped fractions and RMS level. Without
 basic-pitch's model the note metrics are left out and the report says why. Per-file values are
 averaged over files in the summary. Reproducible: file ``i`` is generated with seed
 ``seed + i``, which also seeds its pink noise.
@@ -149,7 +149,7 @@ class GenerationPipeline(Protocol):
 
     def continue_(
         self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: SamplingSettings | None,
-        keep_stages: bool,
+        keep_stages: bool, include_seed: bool,
     ) -> Any: ...
 
     def remix(
@@ -398,8 +398,9 @@ def evaluate_continuation(
     fade = (used.crossfade, min(used.crossfade_samples, seed_samples, samples))
     for index, path, clip, start in clips:
         seed_audio, real = clip[:, :seed_samples], clip[:, seed_samples:]
-        result = pipeline.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings, keep_stages=True)
-        generated, seams = _generated_audio(result, samples)
+        result = pipeline.continue_(seed_audio, SAMPLE_RATE, seconds, seed=seed + index, settings=settings, keep_stages=True, include_seed=True)
+        delivered, seams = _generated_audio(result, seed_samples + samples)  # the seed, joined as the pipeline joins it
+        generated, seams = delivered[:, seed_samples:], [s - seed_samples for s in seams if s > seed_samples]
         candidates = {
             "generated": (generated, seams),
             **{name: (audio, seams) for name, audio in _stage_ladder(result, samples).items()},
@@ -413,9 +414,11 @@ def evaluate_continuation(
         names = names or list(candidates)
         seed_clip = _describe(seed_audio, not notes)
         described: dict[str, _Clip] = {}
+        joins: dict[str, np.ndarray] = {}
         for name, (audio, _) in candidates.items():
             same = name in LADDER and np.array_equal(audio, generated)  # the last stage is the output itself
             described[name] = described["generated"] if same else _describe(audio, not notes)
+            joins[name] = mono_signal(delivered) if name == "generated" or same else _joined(seed_clip.mono, described[name].mono, fade)
         embeddings.setdefault("seed", []).append(seed_clip.music.embeddings)
         conditions = {}
         for name, candidate in described.items():
@@ -424,7 +427,7 @@ def evaluate_continuation(
             conditions[name] = {
                 **_similarity(seed_clip, candidate, "seed"),
                 **_similarity(described["real"], candidate, "real"),
-                "seam_join": mm.seam_discontinuity(_joined(seed_clip.mono, candidate.mono, fade), SAMPLE_RATE, [seed_samples - fade[1] // 2]),
+                "seam_join": mm.seam_discontinuity(joins[name], SAMPLE_RATE, [seed_samples - fade[1] // 2]),
                 "seam_cut": mm.seam_discontinuity(cut, SAMPLE_RATE, [seed_samples]),
                 **_signal(candidate, candidates[name][1]),
             }
@@ -515,8 +518,8 @@ def evaluate_remix(
 
 
 def _joined(seed: np.ndarray, clip: np.ndarray, fade: tuple[str, int]) -> np.ndarray:
-    """Mono ``clip`` after mono ``seed`` as a continuation is delivered with its seed: crossfaded
-    over the seed's last and the clip's first samples (``fade``: the style and the length)."""
+    """Mono ``clip`` after mono ``seed`` as the pipeline joins a continuation to its seed:
+    crossfaded over the seed's last and the clip's first samples (``fade``: style and length)."""
     style, length = fade
     if not length:
         return np.concatenate([seed, clip])

@@ -64,8 +64,8 @@ class MuLawCodec:
 class StandInPipeline:
     """Test double for :class:`jbdiff.pipeline.Pipeline` built from the tracks it is evaluated on.
 
-    ``continue_`` returns, in stereo, the real audio that follows the seed in its track, a
-    seed-dependent number of samples later, with every other window 20 dB down (a level
+    ``continue_`` returns, in stereo, the seed and, cut on, the real audio that follows it in its
+    track, a seed-dependent number of samples later, with every other window 20 dB down (a level
     jump at each seam); its stage ladder has that audio in mono before the level jumps
     (``level2``) and the output itself (``dance``). ``remix`` mixes pink noise into the input
     in proportion to strength.
@@ -81,8 +81,10 @@ class StandInPipeline:
                     return track, int(start) + seed.shape[-1]
         raise AssertionError("the seed was not cut from a known track")
 
-    def continue_(self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: Any, keep_stages: bool) -> Any:
-        assert sample_rate == SR and settings is None and keep_stages
+    def continue_(
+        self, audio: np.ndarray, sample_rate: int, seconds: float, *, seed: int, settings: Any, keep_stages: bool, include_seed: bool
+    ) -> Any:
+        assert sample_rate == SR and settings is None and keep_stages and include_seed
         track, end = self._follows(audio)
         begin = end + int(np.random.default_rng(seed).integers(0, SR // 4))
         clean = track[begin : begin + round(seconds * SR)].copy()
@@ -91,7 +93,9 @@ class StandInPipeline:
             out[start : start + WINDOW] *= 0.1
         stereo = np.stack([out, out])
         stages = {"level2": clean[None], "dance": stereo}
-        return SimpleNamespace(audio=stereo, sample_rate=SR, seams=list(range(WINDOW, len(out), WINDOW)), stages=stages)
+        lead = audio.shape[-1]  # the seed comes first, cut on
+        seams = [lead] + [lead + s for s in range(WINDOW, len(out), WINDOW)]
+        return SimpleNamespace(audio=np.concatenate([np.repeat(audio, 2, axis=0), stereo], axis=-1), sample_rate=SR, seams=seams, stages=stages)
 
     def remix(self, audio: np.ndarray, sample_rate: int, strength: float, *, seed: int, settings: Any) -> Any:
         rms = float(np.sqrt(np.mean(audio**2)))
@@ -142,6 +146,8 @@ def test_continuation_report_scores_each_condition(continuation: dict[str, Any])
     # the seed played again from its start: a click where it is cut on, far less where crossfaded as delivered
     looped = summary["looped_seed"]
     assert looped["seam_cut"] > 1.5 * looped["seam_join"] and real["seam_cut"] == pytest.approx(real["seam_join"], rel=0.3)
+    # the output's join is measured as delivered: the stand-in cuts its continuation on, with no crossfade
+    assert generated["seam_join"] > 1.5 * summary["after_level2"]["seam_join"]
     # the stand-in's level jumps at its window seams
     assert generated["seam_windows"] > 2.0
     assert continuation["files"][0]["generated_seams"] == [WINDOW]
