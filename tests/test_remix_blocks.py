@@ -13,6 +13,20 @@ from jbdiff.core.synth import synth_music
 from jbdiff.pipeline import Pipeline
 
 
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the number of frames of every audio-file read, in order."""
+    reads: list[int] = []
+    original = sf.SoundFile.read
+
+    def counting(self: sf.SoundFile, frames: int = -1, *args: object, **kwargs: object) -> np.ndarray:
+        data = original(self, frames, *args, **kwargs)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting)
+    return reads
+
+
 @pytest.fixture(scope="module")
 def pipe(tiny_bundle: Path) -> Pipeline:
     return Pipeline.from_pretrained(tiny_bundle, device="cpu")
@@ -33,15 +47,7 @@ def test_a_file_remixes_as_the_loaded_audio_does(pipe: Pipeline, tmp_path: Path,
 def test_a_long_input_is_never_read_whole(pipe: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "long.wav"
     save_audio(path, synth_music(10.0))
-    reads: list[int] = []
-    original = sf.SoundFile.read
-
-    def counting(self: sf.SoundFile, frames: int = -1, *args: object, **kwargs: object) -> np.ndarray:
-        data = original(self, frames, *args, **kwargs)
-        reads.append(len(data))
-        return data
-
-    monkeypatch.setattr(sf.SoundFile, "read", counting)
+    reads = _count_reads(monkeypatch)
     result = pipe.remix(path, SAMPLE_RATE, 0.3, settings=pipe.settings.replace(levels=("level2",)), out=tmp_path / "o.wav")
     assert result.manifest["samples"] == 10 * SAMPLE_RATE
     assert len(reads) > 3 and max(reads) < 0.25 * 10 * SAMPLE_RATE
@@ -53,15 +59,7 @@ def test_a_context_file_is_read_only_near_its_end(pipe: Pipeline, tmp_path: Path
     source = synth_music(1.0, seed=5)
     settings = pipe.settings.replace(levels=("level2",))
     loaded = pipe.remix(source, SAMPLE_RATE, 0.5, context=(load_audio(path, channels=None), SAMPLE_RATE), settings=settings)
-    reads: list[int] = []
-    original = sf.SoundFile.read
-
-    def counting(self: sf.SoundFile, frames: int = -1, *args: object, **kwargs: object) -> np.ndarray:
-        data = original(self, frames, *args, **kwargs)
-        reads.append(len(data))
-        return data
-
-    monkeypatch.setattr(sf.SoundFile, "read", counting)
+    reads = _count_reads(monkeypatch)
     from_file = pipe.remix(source, SAMPLE_RATE, 0.5, context=path, settings=settings)
     assert from_file.audio is not None and loaded.audio is not None
     np.testing.assert_array_equal(from_file.audio, loaded.audio)  # the same context, from the file's end
