@@ -77,6 +77,13 @@ def test_each_take_gets_its_own_gains() -> None:
     assert torch.allclose(match.apply(takes)[1], ToneMatch(match.gains_db[1:], SR).apply(takes[1:])[0], atol=1e-6)
 
 
+def test_a_silent_take_stays_silent() -> None:
+    takes = torch.stack([torch.zeros(1, SR), _noise(1.0, 11)])
+    match = ToneMatch.fit(_lowpass(_noise(1.0, 12), 2000, 2), takes, SR)
+    assert bool((match.gains_db[0] == 0).all()) and match.gains_db[1].abs().max() > 3
+    assert bool((match.apply(takes)[0] == 0).all())
+
+
 @pytest.mark.parametrize("samples", [1, 100, 10_000])
 def test_short_audio_keeps_its_length(samples: int) -> None:
     match = ToneMatch.fit(_noise(1.0, 8), _lowpass(_noise(1.0, 9), 2000, 1)[None], SR)

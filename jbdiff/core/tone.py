@@ -65,7 +65,7 @@ class ToneMatch:
         """The gains that give ``audio`` (batch, channels, samples) the band spectrum of ``reference``
         (channels, samples), each band lifted by at most ``max_boost_db`` and lowered by at most
         ``max_cut_db``, then all shifted so that ``audio``'s total power is kept. Bands where
-        ``audio`` is silent (60 dB below its loudest band) are not lifted.
+        ``audio`` is silent (60 dB below its loudest band) are not lifted, nor is a silent take.
         """
         target, own = band_powers(reference, sample_rate), band_powers(audio, sample_rate)
         target, own = target / target.sum().clamp_min(1e-30), own / own.sum(-1, keepdim=True).clamp_min(1e-30)
@@ -73,7 +73,8 @@ class ToneMatch:
         silent = own <= _SILENT * own.amax(-1, keepdim=True)
         gains = torch.where(silent, ratio_db.clamp(max=0.0), ratio_db).clamp(-max_cut_db, max_boost_db)
         kept = 10.0 * torch.log10((own * 10.0 ** (gains / 10.0)).sum(-1, keepdim=True).clamp_min(1e-30))
-        return cls((gains - kept).float(), sample_rate)
+        heard = own.sum(-1, keepdim=True) > 0  # a silent take keeps 0 dB everywhere
+        return cls(torch.where(heard, gains - kept, torch.zeros_like(gains)).float(), sample_rate)
 
     def response(self, freqs: torch.Tensor) -> torch.Tensor:
         """Amplitude gains ``(batch, len(freqs))``: the band gains interpolated over log frequency."""
