@@ -383,7 +383,7 @@ def _add_recipe_options(p: argparse.ArgumentParser, steps_flag: str = "--steps")
     )
     p.add_argument(
         "--match-tone", dest="match_tone", action=argparse.BooleanOptionalAction,
-        help="equalise a continuation to the seed's long-term spectrum, by at most 12 dB per band (default: the bundle's setting)",
+        help="equalise a continuation to the seed's long-term spectrum, cutting each band by at most 24 dB (default: the bundle's setting)",
     )
     p.add_argument(
         "--seed-echo", dest="seed_echo", type=float,

@@ -84,8 +84,8 @@ class SamplingSettings:
     One gain per take, set by the first 10 s generated (held back until then)."""
     match_tone: bool = False
     """Give a continuation the seed's tone colour: an equaliser that brings the first 10 s generated
-    to the long-term third-octave spectrum of the seed's last 10 s (at most 12 dB per band,
-    total power kept), applied to the whole take."""
+    to the long-term third-octave spectrum of the seed's last 10 s (bands cut by at most 24 dB,
+    none lifted, total power kept), applied to the whole take."""
     seed_echo: float = 0.0
     """How much of the seed a continuation starts from: each pass starts from the seed's last
     10 s, looped and re-noised to strength ``1 - seed_echo`` (a remix of the loop, with the

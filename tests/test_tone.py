@@ -42,7 +42,7 @@ def test_matching_a_recording_to_itself_changes_nothing() -> None:
 def test_a_dull_recording_gets_the_reference_spectrum_at_the_same_power() -> None:
     reference = _noise(3.0, 1)
     dull = _lowpass(_noise(3.0, 2), 4000, 1)[None]  # 6 dB per octave: within the 12 dB limit up to about 16 kHz
-    matched = ToneMatch.fit(reference, dull, SR).apply(dull)
+    matched = ToneMatch.fit(reference, dull, SR, max_boost_db=12.0).apply(dull)
     before = (_shape_db(dull[0]) - _shape_db(reference)).abs()
     after = (_shape_db(matched[0]) - _shape_db(reference)).abs()
     assert before.max() > 10 and after[:-1].max() < 1.0  # the top band touches the limit
@@ -63,7 +63,7 @@ def test_gains_are_limited_and_silent_bands_are_not_lifted() -> None:
 def test_what_the_reference_lacks_is_cut_down_to_the_limit() -> None:
     reference = _lowpass(_noise(2.0, 5), 1000, 12)
     bright = _noise(2.0, 6)[None]
-    gains = ToneMatch.fit(reference, bright, SR, max_cut_db=20.0).gains_db[0]
+    gains = ToneMatch.fit(reference, bright, SR, max_boost_db=12.0, max_cut_db=20.0).gains_db[0]
     high, low = band_centres(SR) > 4000, band_centres(SR) < 500
     assert torch.allclose(gains[high] - gains[low].mean(), torch.tensor(-20.0 - 12.0), atol=1e-3)  # both at their limits
 
@@ -71,7 +71,7 @@ def test_what_the_reference_lacks_is_cut_down_to_the_limit() -> None:
 def test_each_take_gets_its_own_gains() -> None:
     reference = _noise(2.0, 7)
     takes = torch.stack([_lowpass(_noise(2.0, 6), 2000, 1), _noise(2.0, 7)])
-    match = ToneMatch.fit(reference, takes, SR)
+    match = ToneMatch.fit(reference, takes, SR, max_boost_db=12.0)
     assert match.gains_db.shape == (2, len(band_centres(SR)))
     assert match.gains_db[0].max() > 6 and match.gains_db[1].abs().max() < 1.5
     assert torch.allclose(match.apply(takes)[1], ToneMatch(match.gains_db[1:], SR).apply(takes[1:])[0], atol=1e-6)
@@ -89,3 +89,12 @@ def test_short_audio_keeps_its_length(samples: int) -> None:
     match = ToneMatch.fit(_noise(1.0, 8), _lowpass(_noise(1.0, 9), 2000, 1)[None], SR)
     audio = _noise(samples / SR, 10)[None]
     assert match.apply(audio).shape == audio.shape
+
+
+def test_by_default_it_only_cuts() -> None:
+    reference = _lowpass(_noise(2.0, 13), 2000, 2)
+    gains = ToneMatch.fit(reference, _noise(2.0, 14)[None], SR).gains_db[0]
+    kept = gains.max()  # the shift that keeps the power: every band at or below it
+    low, high = band_centres(SR) < 500, band_centres(SR) > 12000
+    assert torch.allclose(gains[low], kept.expand(int(low.sum())), atol=0.5)
+    assert torch.allclose(gains[high], kept - 24.0, atol=1e-3)  # cut to the limit
