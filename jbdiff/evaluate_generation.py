@@ -28,10 +28,10 @@ of a condition and those of the reference clips (pooled over files), tag-distrib
 mean-chroma correlation and MIREX key agreement, pitch-class agreement of transcribed notes,
 note density and tonalness, seam discontinuity (at the join between seed and continuation: in
 the pipeline's own output with the seed included, every baseline crossfaded into the seed the
-same way, and as a hard cut; and at the generator's window seams), silent and clipped fractions and RMS level. Without
-basic-pitch's model the note metrics are left out and the report says why. Per-file values are
-averaged over files in the summary. Reproducible: file ``i`` is generated with seed
-``seed + i``, which also seeds its pink noise.
+same way, and as a hard cut; and at the generator's window seams), silent and clipped
+fractions and RMS level. Without basic-pitch's model the note metrics are left out and the
+report says why. Per-file values are averaged over files in the summary. Reproducible: file
+``i`` is generated with seed ``seed + i``, which also seeds its pink noise.
 """
 
 from __future__ import annotations

@@ -30,16 +30,23 @@ from tqdm import tqdm
 from jbdiff import __version__
 from jbdiff.bundle import Stages, load_bundle
 from jbdiff.core.atomic import atomic_path
-from jbdiff.core.audio import SAMPLE_RATE, audio_info, load_audio, loudness_gain, resample, to_mono
+from jbdiff.core.audio import (
+    SAMPLE_RATE,
+    audio_info,
+    load_audio,
+    loudness_gain,
+    resample,
+    to_mono,
+)
 from jbdiff.core.audio_stream import AudioStreamReader, AudioStreamWriter
 from jbdiff.core.crossfade import Crossfader, splice
-from jbdiff.core.tone import ToneMatch
 from jbdiff.core.device import resolve_device, resolve_dtype
 from jbdiff.core.errors import JbdiffError
 from jbdiff.core.noise import slerp
 from jbdiff.core.outputs import claim_outputs
 from jbdiff.core.report import json_safe
 from jbdiff.core.spectrogram import Marks, save_spectrogram_png
+from jbdiff.core.tone import ToneMatch
 from jbdiff.editing import Region, Span, pass_latents
 from jbdiff.sampling_settings import SamplingSettings
 from jbdiff.window_sampler import WindowSampler
@@ -194,8 +201,9 @@ class Pipeline:
             lead = seed_out.shape[-1]
             if lead >= sampler.overlap:
                 previous = seed_out[..., lead - sampler.overlap :].expand(settings.batch, -1, -1)
-        loudness = _seed_loudness(seed_out) if settings.match_loudness else None
-        tone = seed_out[..., -_MATCH_SPAN:] if settings.match_tone and _seed_loudness(seed_out) is not None else None
+        level = _seed_loudness(seed_out)  # None for a silent seed: nothing to match
+        loudness = level if settings.match_loudness else None
+        tone = seed_out[..., -_MATCH_SPAN:] if settings.match_tone and level is not None else None
         echo = _LoopSource(seed.mono()[..., -_ECHO_SPAN:]) if settings.seed_echo > 0 else None
         job = _Job(
             total=total, lead=lead, previous=previous, seed_audio=seed_out if include_seed else None, source=echo,
