@@ -4,8 +4,9 @@ A continuation decoded from coarse latents is coloured by the codec (the level-2
 to 15 dB weak in the mids and adds noise where the seed is quiet). :meth:`ToneMatch.fit`
 compares the two long-term spectra in third-octave bands and keeps, per band, the gain
 (within limits; by default cuts only) that closes the gap, shifted so that the total power
-does not change: the tone colour moves, the loudness stays (``match_loudness`` sets that). :meth:`ToneMatch.apply` filters with those gains, interpolated
-smoothly over log frequency, at zero phase.
+does not change: the tone colour moves, the loudness stays (``match_loudness`` sets that).
+:meth:`ToneMatch.apply` filters with those gains, interpolated smoothly over log frequency,
+at zero phase.
 """
 
 from __future__ import annotations
